@@ -1,0 +1,227 @@
+"""Settings: the one reader of the environment and pipeline.yaml. Read once, frozen, passed down.
+
+Order (later wins): built-in defaults (embedded mode) < pipeline.yaml (cwd, or --config, or PIPELINE_CONFIG)
+< PIPELINE_<KEY> environment variables. Provider entries are merged key by key over the built-in presets.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import InputError
+from pipeline.providers.presets import PRESETS
+
+ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox"]
+RESOLUTIONS = ("1K", "2K", "4K")
+
+#: the default config file name, looked up in the working directory
+CONFIG_FILE = "pipeline.yaml"
+#: largest config file we read
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    rpm: int = Field(default=60, gt=0)
+    rpd: int = Field(default=100_000, gt=0)
+    concurrency: int = Field(default=8, gt=0)
+
+
+class ProviderConfig(_Strict):
+    name: str
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    #: "header" sends the provider's native key header (x-goog-api-key for gemini); "bearer" Authorization
+    auth: Literal["header", "bearer"] = "header"
+    model: str = "gemini-3-pro-image-preview"
+    limits: Limits = Limits()
+    #: fraction below the configured limits the admission gate keeps free
+    headroom: Decimal = Decimal("0.03")
+    #: per-image prices by resolution plus optional "input_image"; strings parse to exact Decimal
+    prices: dict[str, Decimal] = Field(default_factory=dict)
+    prices_date: str | None = None
+    regions: dict[str, str] = Field(default_factory=dict)
+    data_policy: Literal["official", "third-party"] = "third-party"
+    timeout_s: float = Field(default=180.0, gt=0)
+    #: hour (UTC) at which the provider's daily quota resets; Google resets at midnight Pacific (8 UTC)
+    day_reset_hour_utc: int = Field(default=8, ge=0, le=23)
+    enabled: bool = True
+    #: price a call from the provider's usageMetadata (Google's token rates) rather than from `prices`;
+    #: True only where the provider bills Google's tokens (google, google-batch, sandbox), never for resellers
+    cost_from_usage: bool = False
+    #: openai-images only: ask for "b64_json" (default) or "url" answers
+    response_format: Literal["b64_json", "url"] = "b64_json"
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _exact_prices(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            out = {}
+            for k, p in v.items():
+                if isinstance(p, float):
+                    p = repr(p)  # "0.134", never the binary float expansion
+                out[k] = p
+            return out
+        return v
+
+    def price_for(self, resolution: str) -> Decimal | None:
+        """Per-image price at this resolution, or None when unpriced (unknown, never free)."""
+        return self.prices.get(resolution)
+
+    def url_for_region(self, region: str | None) -> str | None:
+        if region and region in self.regions:
+            return self.regions[region]
+        return self.base_url
+
+
+class BudgetCaps(_Strict):
+    daily_usd: Decimal | None = None
+    monthly_usd: Decimal | None = None
+    #: optional webhook for 50/80/100% alerts
+    alert_webhook_url: str | None = None
+
+
+class WorkerSettings(_Strict):
+    #: worker threads per process; provider calls are I/O bound and take 5-30 s each
+    concurrency: int = Field(default=32, gt=0)
+    #: an item's lease; renewed every lease_s/3 while its call is in progress
+    lease_s: float = Field(default=30.0, gt=0)
+    #: maximum provider calls per item before it fails
+    max_attempts: int = Field(default=6, gt=0)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    #: how often the dispatcher looks for due items
+    dispatch_interval_s: float = Field(default=0.2, gt=0)
+    #: items published but not yet claimed, at most, across all workers (the dispatch window)
+    max_queued: int = Field(default=256, gt=0)
+    #: a queued item not claimed within this is returned to pending (lost broker message)
+    queued_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class Settings(_Strict):
+    database_url: str = "sqlite:///.pipeline/pipeline.db"
+    broker_url: str = "memory://"
+    redis_url: str | None = None
+    storage_url: str = "file://./output"
+    budget: BudgetCaps = BudgetCaps()
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    worker: WorkerSettings = WorkerSettings()
+    #: allow reference URLs that resolve to private, loopback or link-local addresses
+    allow_private_references: bool = False
+    #: "text" or "json" (one JSON object a line)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "WARNING"
+    #: where config came from, for messages only
+    source: str = "defaults"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    def provider(self, name: str) -> ProviderConfig:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise InputError(f"unknown provider {name!r} (known: {', '.join(sorted(self.providers))})") from None
+
+
+#: top-level keys that take an env var PIPELINE_<KEY>
+_TOP_KEYS = tuple(k for k in Settings.model_fields if k != "source")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read config: {e.strerror}", where=str(path)) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InputError("config file too large", where=str(path))
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError("config is not UTF-8", where=str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise InputError(f"YAML error: {getattr(e, 'problem', None) or e}", where=where) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("config must be a mapping", where=str(path))
+    return data
+
+
+def _merge_providers(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {name: copy.deepcopy(p) for name, p in PRESETS.items()}
+    if not isinstance(overrides, Mapping):
+        raise InputError("providers must be a mapping of name to settings", where=where)
+    for name, over in overrides.items():
+        if over is None:
+            merged.pop(name, None)  # `name: null` removes a preset
+            continue
+        if not isinstance(over, Mapping):
+            raise InputError(f"provider {name!r} must be a mapping", where=where)
+        base = merged.get(str(name), {})
+        entry = {**base, **over}
+        for sub in ("limits", "prices"):
+            if isinstance(base.get(sub), dict) and isinstance(over.get(sub), dict):
+                entry[sub] = {**base[sub], **over[sub]}
+        merged[str(name)] = entry
+    for name, entry in merged.items():
+        entry["name"] = name
+    return merged
+
+
+def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from defaults, the config file and the environment. Raises InputError (exit 2)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    source = "defaults"
+    explicit = config_path or env.get("PIPELINE_CONFIG")
+    path = Path(explicit) if explicit else Path(CONFIG_FILE)
+    if explicit or path.exists():
+        if explicit and not path.exists():
+            raise InputError("config file not found", where=str(path))
+        data = _read_yaml(path)
+        source = str(path)
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        raise InputError(f"unknown config key(s): {', '.join(unknown)}", where=source)
+    for key in _TOP_KEYS:
+        var = f"PIPELINE_{key.upper()}"
+        if var in env:
+            value: Any = env[var]
+            if key in ("budget", "providers", "worker"):
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise InputError("must be YAML or JSON", where=var) from None
+            data[key] = value
+    data["providers"] = _merge_providers(data.get("providers") or {}, source)
+    data["source"] = source
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise InputError(f"{loc}: {err['msg']}", where=source) from None
+
+
+def api_key(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> str | None:
+    """The provider's key from the env var its config names (never logged, never stored)."""
+    if not provider.api_key_env:
+        return None
+    env = os.environ if env is None else env
+    return env.get(provider.api_key_env) or None

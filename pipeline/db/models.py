@@ -1,0 +1,202 @@
+"""The system of record. Every item's state lives in a row and changes only by conditional update.
+
+Datetimes are naive UTC. Money is Numeric(14, 6) and Decimal in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pipeline.money import ZERO
+
+Money = Numeric(14, 6, asdecimal=True)
+#: ids: BIGINT on Postgres, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements)
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    mode: Mapped[str] = mapped_column(String(8), default="sync")
+    providers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: the validated manifest as submitted last (secrets never appear in manifests)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    manifest_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    region: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    max_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    max_price_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    spent_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    reserved_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("job_id", "key"),
+        Index("ix_items_due", "state", "next_attempt_at"),
+        Index("ix_items_job_state", "job_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    #: the manifest's item id
+    key: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    prompt: Mapped[str] = mapped_column(Text)
+    resolution: Mapped[str] = mapped_column(String(4))
+    aspect_ratio: Mapped[str] = mapped_column(String(8))
+    output_format: Mapped[str] = mapped_column(String(8))
+    output_key: Mapped[str] = mapped_column(Text)
+    #: references as resolved at submit: [{"source", "sha256", "mime_type"}]
+    references: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: sha256 of the canonical request (model, prompt, resolution, ratio, format, reference hashes)
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    #: hash of the item's whole spec, to tell "changed" on resubmission
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: index into the job's provider list currently used (failover moves it on)
+    provider_index: Mapped[int] = mapped_column(Integer, default=0)
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stored_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    thumb_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    reserved_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Attempt(Base):
+    """One row per provider call, written before the call and settled after it."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_provider_started", "provider", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="started")
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    cost_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: true until settled with a known outcome; stays true for timeouts and abandoned calls
+    maybe_billed: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: the provider's handle (Replicate prediction id, batch name), saved before waiting
+    remote_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class CacheEntry(Base):
+    """Prompt-hash cache and idempotency key: taken (pending) before the call, ready after the store."""
+
+    __tablename__ = "cache_entries"
+
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    owner_item_id: Mapped[int | None] = mapped_column(Id, nullable=True)
+    object_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    content_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    resolution: Mapped[str | None] = mapped_column(String(4), nullable=True)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    list_cost_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LedgerEntry(Base):
+    """Cost ledger: one row per image paid for or answered from the cache (cost 0, list price saved)."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (Index("ix_ledger_job_day", "job_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("attempts.id", ondelete="SET NULL"),
+                                                   nullable=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    #: image | cache_hit | call (billed call that gave no image)
+    kind: Mapped[str] = mapped_column(String(16))
+    resolution: Mapped[str] = mapped_column(String(4))
+    cost_usd: Mapped[Decimal] = mapped_column(Money)
+    list_cost_usd: Mapped[Decimal] = mapped_column(Money)
+    cost_source: Mapped[str] = mapped_column(String(16), default="price_table")
+    batch: Mapped[bool] = mapped_column(Boolean, default=False)
+    day: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ProviderState(Base):
+    """Provider-level pause/park, shared by every worker."""
+
+    __tablename__ = "provider_states"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class BudgetPeriod(Base):
+    """Global daily/monthly caps: reserved and spent per period, reserved by one conditional update."""
+
+    __tablename__ = "budget_periods"
+
+    period: Mapped[str] = mapped_column(String(32), primary_key=True)  # "day:2026-11-27", "month:2026-11"
+    cap_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    spent_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    reserved_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    alerted_pct: Mapped[int] = mapped_column(Integer, default=0)
