@@ -1,0 +1,64 @@
+"""Small HTTP helpers shared by the protocol modules."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pipeline.clock import utcnow
+
+
+def provider_name(request: Request) -> str | None:
+    """The provider name from a `/p/{provider_name}/...` prefix, None without one."""
+    name = request.path_params.get("provider_name")
+    return str(name) if name else None
+
+
+def base_url(request: Request) -> str:
+    """Absolute URL of the sandbox root as the client reached it, with any /p/{name} prefix."""
+    root = str(request.base_url).rstrip("/")
+    name = provider_name(request)
+    return f"{root}/p/{name}" if name else root
+
+
+def root_url(request: Request) -> str:
+    """Absolute URL of the sandbox root, without a provider prefix."""
+    return str(request.base_url).rstrip("/")
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json"
+) -> Response:
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return Response(text, status_code=status, headers=headers, media_type=media_type)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON; raises ValueError when it is not JSON."""
+    raw = await request.body()
+    if not raw:
+        return {}
+    return json.loads(raw)
+
+
+def bearer_token(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() in ("bearer", "token") and token.strip():
+        return token.strip()
+    return None
+
+
+def rfc3339(moment: datetime | None = None) -> str:
+    """Google / Replicate style timestamp: 2025-12-10T18:27:01.407650Z."""
+    return (moment or utcnow()).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def token(length: int = 22) -> str:
+    """A random URL-safe id, like Gemini's responseId."""
+    return secrets.token_urlsafe(length)[:length]
