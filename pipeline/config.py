@@ -110,6 +110,19 @@ class WorkerSettings(_Strict):
     queued_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class BatchSettings(_Strict):
+    """The provider batch tier (Gemini batch mode, half price, asynchronous)."""
+
+    #: how often an open batch is polled (the guide: every 30-60 s)
+    poll_s: float = Field(default=30.0, gt=0)
+    #: most items in one batch
+    max_items: int = Field(default=500, gt=0)
+    #: `mode: auto` uses the batch tier when the deadline is at least this far away (the target turnaround)
+    turnaround_h: float = Field(default=24.0, gt=0)
+    #: an unclear create not found among the provider's batches after this long is given up (items retried)
+    create_grace_s: float = Field(default=300.0, gt=0)
+
+
 class Settings(_Strict):
     database_url: str = "sqlite:///.pipeline/pipeline.db"
     broker_url: str = "memory://"
@@ -118,6 +131,7 @@ class Settings(_Strict):
     budget: BudgetCaps = BudgetCaps()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     worker: WorkerSettings = WorkerSettings()
+    batch: BatchSettings = BatchSettings()
     #: allow reference URLs that resolve to private, loopback or link-local addresses
     allow_private_references: bool = False
     #: "text" or "json" (one JSON object a line)
@@ -203,7 +217,7 @@ def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] 
         var = f"PIPELINE_{key.upper()}"
         if var in env:
             value: Any = env[var]
-            if key in ("budget", "providers", "worker"):
+            if key in ("budget", "providers", "worker", "batch"):
                 try:
                     value = yaml.safe_load(value)
                 except yaml.YAMLError:

@@ -1,0 +1,56 @@
+"""Build the adapter a provider config names. Called at the composition root, with a shared client.
+
+kind            adapter
+gemini          GeminiProvider (x-goog-api-key, or Bearer when auth: bearer)
+sandbox         GeminiProvider against the project's simulator (x-goog-api-key, cost from usage)
+gemini-batch    make_batch_client() -> GeminiBatchClient for batches. make_provider() gives a GeminiProvider
+                for single calls, which Google bills at the standard rates (usage priced as such; only
+                when an answer lacks usage does the preset's batch table price it)
+openai-images   OpenAIImagesProvider
+replicate       ReplicateProvider
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from pipeline.clock import Clock, utcnow
+from pipeline.config import ProviderConfig
+from pipeline.providers.base import Provider
+from pipeline.providers.gemini import GeminiProvider
+from pipeline.providers.gemini_batch import GeminiBatchClient
+from pipeline.providers.openai_images import OpenAIImagesProvider
+from pipeline.providers.replicate import ReplicateProvider
+
+
+def make_provider(
+    config: ProviderConfig,
+    *,
+    api_key: str | None,
+    client: httpx.Client,
+    region: str | None = None,
+    clock: Clock = utcnow,
+) -> Provider:
+    """The adapter for `config.kind`. No I/O; raises InputError when the config cannot work (no base_url)."""
+    if config.kind == "sandbox":
+        config = config.model_copy(update={"auth": "header"})
+        return GeminiProvider(config, api_key, client, region=region, clock=clock)
+    if config.kind in ("gemini", "gemini-batch"):
+        return GeminiProvider(config, api_key, client, region=region, clock=clock)
+    if config.kind == "openai-images":
+        return OpenAIImagesProvider(config, api_key, client, region=region, clock=clock)
+    if config.kind == "replicate":
+        return ReplicateProvider(config, api_key, client, region=region, clock=clock)
+    raise AssertionError(f"unhandled provider kind {config.kind!r}")  # pragma: no cover - Literal is closed
+
+
+def make_batch_client(
+    config: ProviderConfig,
+    *,
+    api_key: str | None,
+    client: httpx.Client,
+    region: str | None = None,
+    clock: Clock = utcnow,
+) -> GeminiBatchClient:
+    """The batch client for a gemini-batch (or gemini / sandbox) provider."""
+    return GeminiBatchClient(config, api_key, client, region=region, clock=clock)
