@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 18:33:32.190167
+Create Date: 2026-11-27 18:39:53.330303
 """
 
 from __future__ import annotations
@@ -44,12 +44,11 @@ def upgrade() -> None:
     )
     op.create_table(
         "jobs",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("mode", sa.String(length=8), nullable=False),
+        sa.Column("batch", sa.Boolean(), nullable=False),
         sa.Column("providers", sa.JSON(), nullable=False),
         sa.Column("manifest", sa.JSON(), nullable=False),
         sa.Column("manifest_path", sa.Text(), nullable=True),
@@ -74,10 +73,45 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_provider_states")),
     )
     op.create_table(
+        "schedules",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("manifest_path", sa.Text(), nullable=False),
+        sa.Column("cron", sa.String(length=120), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column("missed", sa.String(length=16), nullable=False),
+        sa.Column("paused", sa.Boolean(), nullable=False),
+        sa.Column("handled_through", sa.DateTime(), nullable=False),
+        sa.Column("last_fired_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_schedules")),
+        sa.UniqueConstraint("name", name=op.f("uq_schedules_name")),
+    )
+    op.create_table(
+        "batches",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("display_name", sa.String(length=128), nullable=False),
+        sa.Column("remote_name", sa.String(length=200), nullable=True),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("item_ids", sa.JSON(), nullable=False),
+        sa.Column("remote_state", sa.String(length=32), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("next_poll_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_batches_job_id_jobs"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_batches")),
+        sa.UniqueConstraint("display_name", name=op.f("uq_batches_display_name")),
+    )
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_batches_job_id"), ["job_id"], unique=False)
+
+    op.create_table(
         "items",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
@@ -106,9 +140,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.Column("finished_at", sa.DateTime(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_items_job_id_jobs"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_items_job_id_jobs"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_items")),
         sa.UniqueConstraint("job_id", "key", name=op.f("uq_items_job_id_key")),
     )
@@ -118,10 +150,23 @@ def upgrade() -> None:
         batch_op.create_index("ix_items_job_state", ["job_id", "state"], unique=False)
 
     op.create_table(
-        "attempts",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        "schedule_fires",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("schedule_name", sa.String(length=128), nullable=False),
+        sa.Column("fire_time", sa.DateTime(), nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("job_name", sa.String(length=200), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f("fk_schedule_fires_job_id_jobs"), ondelete="SET NULL"
         ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_schedule_fires")),
+        sa.UniqueConstraint("schedule_name", "fire_time", name=op.f("uq_schedule_fires_schedule_name_fire_time")),
+    )
+    op.create_table(
+        "attempts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("item_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
@@ -137,12 +182,8 @@ def upgrade() -> None:
         sa.Column("remote_id", sa.String(length=200), nullable=True),
         sa.Column("started_at", sa.DateTime(), nullable=False),
         sa.Column("finished_at", sa.DateTime(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["item_id"], ["items.id"], name=op.f("fk_attempts_item_id_items"), ondelete="CASCADE"
-        ),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_attempts_job_id_jobs"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["item_id"], ["items.id"], name=op.f("fk_attempts_item_id_items"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_attempts_job_id_jobs"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_attempts")),
     )
     with op.batch_alter_table("attempts", schema=None) as batch_op:
@@ -152,9 +193,7 @@ def upgrade() -> None:
 
     op.create_table(
         "ledger",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("item_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("attempt_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
@@ -170,12 +209,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["attempt_id"], ["attempts.id"], name=op.f("fk_ledger_attempt_id_attempts"), ondelete="SET NULL"
         ),
-        sa.ForeignKeyConstraint(
-            ["item_id"], ["items.id"], name=op.f("fk_ledger_item_id_items"), ondelete="CASCADE"
-        ),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_ledger_job_id_jobs"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["item_id"], ["items.id"], name=op.f("fk_ledger_item_id_items"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_ledger_job_id_jobs"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger")),
     )
     with op.batch_alter_table("ledger", schema=None) as batch_op:
@@ -198,12 +233,18 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_attempts_item_id"))
 
     op.drop_table("attempts")
+    op.drop_table("schedule_fires")
     with op.batch_alter_table("items", schema=None) as batch_op:
         batch_op.drop_index("ix_items_job_state")
         batch_op.drop_index("ix_items_due")
         batch_op.drop_index(batch_op.f("ix_items_cache_key"))
 
     op.drop_table("items")
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_batches_job_id"))
+
+    op.drop_table("batches")
+    op.drop_table("schedules")
     op.drop_table("provider_states")
     op.drop_table("jobs")
     op.drop_table("cache_entries")

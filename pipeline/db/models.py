@@ -53,6 +53,8 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     state: Mapped[str] = mapped_column(String(16), default="active")
     mode: Mapped[str] = mapped_column(String(8), default="sync")
+    #: items go through the provider's batch tier (mode batch, or auto with a deadline that allows it)
+    batch: Mapped[bool] = mapped_column(Boolean, default=False)
     providers: Mapped[list[Any]] = mapped_column(JSON, default=list)
     #: the validated manifest as submitted last (secrets never appear in manifests)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -200,3 +202,68 @@ class BudgetPeriod(Base):
     spent_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
     reserved_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
     alerted_pct: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Batch(Base):
+    """A provider batch (Gemini batch mode): created, polled by the background loop, results matched back by key.
+
+    A row is written (state `creating`, unique display_name) before the create call, so an unclear create is
+    resolved by listing the provider's batches and matching display_name before anything is resubmitted."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(128), unique=True)
+    #: the provider's name for it ("batches/..."), known once the create answered
+    remote_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: creating | running | done | cancelled | lost
+    state: Mapped[str] = mapped_column(String(16), default="creating")
+    item_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    remote_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_poll_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Schedule(Base):
+    """A manifest registered to run on a cron (`pipeline schedule add`); `pipeline beat` fires it."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    #: absolute path of the manifest, loaded again at every fire
+    manifest_path: Mapped[str] = mapped_column(Text)
+    cron: Mapped[str] = mapped_column(String(120))
+    #: IANA zone the cron is read in
+    timezone: Mapped[str] = mapped_column(String(64))
+    #: what happens to a fire time that passed while no beat ran: run-once | skip
+    missed: Mapped[str] = mapped_column(String(16), default="run-once")
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: fire times at or before this are handled (fired, skipped, or passed while paused)
+    handled_through: Mapped[datetime] = mapped_column(DateTime)
+    #: the latest fire time that submitted a run
+    last_fired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ScheduleFire(Base):
+    """One row per fire time of a schedule. The unique (schedule_name, fire_time) is what makes a fire happen
+    once: the row is inserted in the transaction that submits the run's job, so both exist or neither."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (UniqueConstraint("schedule_name", "fire_time"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    schedule_name: Mapped[str] = mapped_column(String(128))
+    #: the cron time this fire is for (naive UTC)
+    fire_time: Mapped[datetime] = mapped_column(DateTime)
+    #: submitted | skipped (missed while down, `missed: skip`)
+    outcome: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+    job_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,94 @@
+"""Budgets reserved before the call with one conditional update each, settled from the real cost after.
+
+A reservation succeeds only when `spent + reserved + estimate <= cap` for the job and for every global period
+(day, month) in the same transaction, so no interleaving of workers can pass a cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from pipeline.config import BudgetCaps
+from pipeline.db.models import BudgetPeriod, Job
+from pipeline.money import ZERO
+
+
+class Verdict(StrEnum):
+    RESERVED = "reserved"
+    WAIT = "wait"  # only in-flight reservations stand in the way: they may settle lower
+    BLOCKED = "blocked"  # even with nothing in flight the call would pass the cap
+
+
+@dataclass(frozen=True)
+class Reservation:
+    verdict: Verdict
+    amount: Decimal = ZERO
+    scope: str = ""  # which cap refused: "job" | "day:..." | "month:..."
+
+
+def periods(now: datetime, caps: BudgetCaps) -> list[tuple[str, Decimal]]:
+    out: list[tuple[str, Decimal]] = []
+    if caps.daily_usd is not None:
+        out.append((f"day:{now:%Y-%m-%d}", caps.daily_usd))
+    if caps.monthly_usd is not None:
+        out.append((f"month:{now:%Y-%m}", caps.monthly_usd))
+    return out
+
+
+def _ensure_period(s: Session, period: str, cap: Decimal) -> None:
+    dialect = s.get_bind().dialect.name
+    ins = pg_insert(BudgetPeriod) if dialect == "postgresql" else sqlite_insert(BudgetPeriod)
+    s.execute(ins.values(period=period, cap_usd=cap, spent_usd=ZERO, reserved_usd=ZERO, alerted_pct=0)
+              .on_conflict_do_nothing(index_elements=["period"]))
+    s.execute(update(BudgetPeriod).where(BudgetPeriod.period == period, BudgetPeriod.cap_usd != cap)
+              .values(cap_usd=cap).execution_options(synchronize_session=False))
+
+
+def reserve(s: Session, job_id: int, amount: Decimal, caps: BudgetCaps, now: datetime) -> Reservation:
+    """Reserve `amount` against the job cap and the global caps, inside the caller's transaction.
+    On anything but RESERVED the caller must roll back (nothing is left reserved)."""
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job_id,
+               or_(Job.max_usd.is_(None), Job.spent_usd + Job.reserved_usd + amount <= Job.max_usd))
+        .values(reserved_usd=Job.reserved_usd + amount)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        spent = s.scalar(select(Job.spent_usd).where(Job.id == job_id)) or ZERO
+        cap = s.scalar(select(Job.max_usd).where(Job.id == job_id))
+        blocked = cap is not None and spent + amount > cap
+        return Reservation(Verdict.BLOCKED if blocked else Verdict.WAIT, scope="job")
+    for period, cap in periods(now, caps):
+        _ensure_period(s, period, cap)
+        res = s.execute(
+            update(BudgetPeriod)
+            .where(BudgetPeriod.period == period,
+                   BudgetPeriod.spent_usd + BudgetPeriod.reserved_usd + amount <= BudgetPeriod.cap_usd)
+            .values(reserved_usd=BudgetPeriod.reserved_usd + amount)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            spent = s.scalar(select(BudgetPeriod.spent_usd).where(BudgetPeriod.period == period)) or ZERO
+            return Reservation(Verdict.BLOCKED if spent + amount > cap else Verdict.WAIT, scope=period)
+    return Reservation(Verdict.RESERVED, amount=amount)
+
+
+def settle(s: Session, job_id: int, reserved: Decimal, cost: Decimal, caps: BudgetCaps, now: datetime) -> None:
+    """Replace a reservation by the real cost (cost may be 0 for a call that was not billed)."""
+    s.execute(update(Job).where(Job.id == job_id)
+              .values(reserved_usd=Job.reserved_usd - reserved, spent_usd=Job.spent_usd + cost)
+              .execution_options(synchronize_session=False))
+    for period, _cap in periods(now, caps):
+        s.execute(update(BudgetPeriod).where(BudgetPeriod.period == period)
+                  .values(reserved_usd=BudgetPeriod.reserved_usd - reserved,
+                          spent_usd=BudgetPeriod.spent_usd + cost)
+                  .execution_options(synchronize_session=False))

@@ -1,0 +1,169 @@
+"""The composition root: builds engines, storage, gate, providers and the core Context from Settings.
+
+Nothing here runs at import. `open_runtime(settings)` does the I/O (connect, migrate when asked, check
+storage) in an explicit start step; `Runtime.close()` releases it. Build one per process, after any fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.clock import utcnow
+from pipeline.config import ProviderConfig, Settings, api_key
+from pipeline.core.context import Context, GateLike, ProviderRegistry
+from pipeline.db.migrate import upgrade
+from pipeline.db.session import make_engine, make_sessionmaker
+from pipeline.errors import InputError
+from pipeline.providers.base import Provider, Reference
+from pipeline.providers.factory import make_batch_client, make_provider
+from pipeline.providers.gemini_batch import GeminiBatchClient
+from pipeline.providers.http import make_http_client
+from pipeline.storage.base import Storage
+from pipeline.storage.factory import open_storage
+from pipeline.storage.s3 import S3Reader
+from pipeline.storage.spool import SpoolingStorage, adopt_orphans, pid_alive, process_spool_dir
+
+#: where paid images wait while the object store is unreachable (one directory per process below it)
+SPOOL_ROOT = Path(".pipeline/spool")
+#: Postgres advisory lock key serialising concurrent `db upgrade`s
+MIGRATE_LOCK = 7_412_001
+
+
+def process_owner() -> str:
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    storage: Storage
+    gate: GateLike
+    providers: ProviderRegistry
+    ctx: Context
+    http: httpx.Client
+    _closers: list[Callable[[], None]]
+    _batch_clients: dict[tuple[str, str | None], GeminiBatchClient] = field(default_factory=dict)
+
+    def batch_client(self, name: str, region: str | None) -> GeminiBatchClient:
+        """The batch-tier client of a provider (built once per process)."""
+        key = (name, region)
+        if key not in self._batch_clients:
+            cfg = self.ctx.providers.config(name)
+            self._batch_clients[key] = make_batch_client(cfg, api_key=api_key(cfg), client=self.http, region=region)
+        return self._batch_clients[key]
+
+    def close(self) -> None:
+        for fn in reversed(self._closers):
+            with contextlib.suppress(Exception):  # closing is best effort
+                fn()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to head. On Postgres an advisory lock makes concurrent starts take turns."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_LOCK})
+            try:
+                upgrade(engine)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_LOCK})
+                conn.commit()
+    else:
+        upgrade(engine)
+
+
+def make_gate(settings: Settings) -> tuple[GateLike, Callable[[], None]]:
+    if settings.redis_url and not settings.embedded:
+        import redis
+
+        from pipeline.gate.redis import RedisGate
+
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
+                                      health_check_interval=30, retry_on_timeout=True)
+        return RedisGate(client), client.close
+    from pipeline.gate.local import LocalGate
+
+    return LocalGate(), lambda: None
+
+
+def reference_loader(storage_get: Callable[[str, str], bytes] | None, *,
+                     allow_private: bool) -> Callable[[dict[str, Any]], Reference]:
+    """Load a reference recorded at submit; its content must still hash to what the cache key was made of."""
+
+    def load(ref: dict[str, Any]) -> Reference:
+        source = str(ref["source"])
+        if "://" in source:
+            from pipeline.references import fetch_reference_bytes
+
+            data = fetch_reference_bytes(source, s3_get=storage_get, allow_private=allow_private)
+        else:
+            try:
+                data = Path(source).read_bytes()
+            except OSError as e:
+                raise InputError(f"reference cannot be read: {e.strerror}", where=source) from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != ref["sha256"]:
+            raise InputError("reference changed since the job was submitted; submit the manifest again",
+                             where=source)
+        return Reference(data=data, mime_type=str(ref.get("mime_type") or "image/png"), sha256=digest)
+
+    return load
+
+
+def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: bool = True,
+                 provider_overrides: dict[str, dict[str, Any]] | None = None) -> Runtime:
+    """Build everything a process needs. `provider_overrides` patches provider configs (e.g. the base_url
+    of an in-process sandbox) without touching the user's config."""
+    if provider_overrides:
+        providers = dict(settings.providers)
+        for name, patch in provider_overrides.items():
+            providers[name] = providers[name].model_copy(update=patch)
+        settings = settings.model_copy(update={"providers": providers})
+    closers: list[Callable[[], None]] = []
+    engine = make_engine(settings.database_url, pool_size=max(5, settings.worker.concurrency // 2))
+    closers.append(engine.dispose)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as e:
+        engine.dispose()
+        raise InputError(f"database not reachable: {type(e).__name__}", where="database_url") from None
+    if migrate_db:
+        migrate(engine)
+    sessions = make_sessionmaker(engine)
+    inner = open_storage(settings.storage_url)
+    if check_storage:
+        inner.check()
+    host = socket.gethostname()[:32]
+    if check_storage:
+        adopt_orphans(inner, SPOOL_ROOT, host, alive=pid_alive)
+    storage = SpoolingStorage(inner, process_spool_dir(SPOOL_ROOT, host, os.getpid()))
+    gate, close_gate = make_gate(settings)
+    closers.append(close_gate)
+    http = make_http_client(max(p.timeout_s for p in settings.providers.values()))
+    closers.append(http.close)
+
+    def factory(cfg: ProviderConfig, region: str | None) -> Provider:
+        return make_provider(cfg, api_key=api_key(cfg), client=http, region=region)
+
+    registry = ProviderRegistry(settings, factory)
+    closers.append(registry.close)
+    load_ref = reference_loader(S3Reader(), allow_private=settings.allow_private_references)
+    ctx = Context(sessions=sessions, storage=storage, providers=registry, gate=gate, settings=settings,
+                  owner=process_owner(), clock=utcnow, load_reference=load_ref, sleep=time.sleep)
+    return Runtime(settings, engine, sessions, storage, gate, registry, ctx, http, closers)

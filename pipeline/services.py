@@ -1,0 +1,182 @@
+"""Use cases the CLI (and tests) call: load and expand a manifest, submit it, estimate it, run it here.
+
+Thin glue over manifest/, core/, runtime; the CLI only parses arguments and renders results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pipeline.background import Background
+from pipeline.clock import utcnow
+from pipeline.config import Settings
+from pipeline.core import submit as submit_mod
+from pipeline.core.costs import list_cost
+from pipeline.db.models import Job
+from pipeline.errors import InputError
+from pipeline.manifest import ItemSpec, Manifest, expand_items, load_manifest
+from pipeline.money import ZERO, usd
+from pipeline.references import resolve_reference
+from pipeline.reports.queries import JobSummary, job_summary
+from pipeline.runtime import Runtime, open_runtime
+from pipeline.schedules.cron import manual_run_vars
+from pipeline.worker import embedded_worker, make_celery, publisher
+
+
+@dataclass(frozen=True)
+class Loaded:
+    manifest: Manifest
+    specs: list[ItemSpec]
+    job: submit_mod.JobSpec
+
+
+def load(path: Path, settings: Settings, *, extra_vars: Mapping[str, object] | None = None,
+         job_suffix: str | None = None, s3_get: Callable[[str, str], bytes] | None = None) -> Loaded:
+    """Load, validate and expand a manifest; every provider it names must be configured. Writes nothing.
+    s3:// references are read with the AWS credentials from the environment. Templates always see `run_date`,
+    `run_at` and `schedule` (a schedule passes its own in `extra_vars`; by hand: today, "manual"); `job_suffix`
+    makes the job `<job>-<suffix>` (a scheduled run)."""
+    if s3_get is None:
+        from pipeline.storage.s3 import S3Reader
+
+        s3_get = S3Reader()
+    manifest = load_manifest(path, extra_vars=extra_vars)
+    tz = manifest.schedule.timezone if manifest.schedule else None
+    run: dict[str, Any] = {"extra_vars": {**manual_run_vars(utcnow(), tz), **manifest.extra_vars}}
+    if job_suffix:
+        run["job"] = f"{manifest.job}-{job_suffix}"
+    manifest = manifest.model_copy(update=run)
+    for name in manifest.providers:
+        if name not in settings.providers:
+            raise InputError(f"unknown provider {name!r} (configured: {', '.join(sorted(settings.providers))})",
+                             where=f"{path}: providers")
+    def fetch(source: str, base: Path) -> Any:
+        return resolve_reference(source, base, s3_get=s3_get, allow_private=settings.allow_private_references)
+
+    specs = expand_items(manifest, fetch_reference=fetch)
+    job = submit_mod.JobSpec(
+        name=manifest.job, providers=list(manifest.providers), mode=manifest.mode,
+        batch=use_batch(manifest, settings, path),
+        manifest=manifest.model_dump(mode="json", exclude={"items"}), manifest_path=str(path.resolve()),
+        region=manifest.region, max_usd=manifest.budget.max_usd if manifest.budget else None,
+        max_price_usd=manifest.max_price, deadline_at=manifest.deadline_at(),
+    )
+    return Loaded(manifest, specs, job)
+
+
+def use_batch(manifest: Manifest, settings: Settings, path: Path, now: datetime | None = None) -> bool:
+    """Batch tier for `mode: batch`, and for `mode: auto` when the deadline is at least the batch turnaround
+    away and the job lists a batch provider. `mode: batch` without a batch provider is an input error."""
+    batch_names = [n for n in manifest.providers if settings.provider(n).kind == "gemini-batch"]
+    if manifest.mode == "batch":
+        if not batch_names:
+            raise InputError("mode: batch needs a batch provider in providers (e.g. google-batch)",
+                             where=f"{path}: mode")
+        return True
+    if manifest.mode == "auto" and batch_names:
+        deadline = manifest.deadline_at(now)
+        turnaround = timedelta(hours=settings.batch.turnaround_h)
+        return deadline is not None and deadline - (now or utcnow()) >= turnaround
+    return False
+
+
+@dataclass(frozen=True)
+class ProviderEstimate:
+    provider: str
+    images: int
+    cost_usd: Decimal | None  # None: the provider has no price for some resolution used
+    list_cost_usd: Decimal
+    unpriced: tuple[str, ...]
+
+
+def estimate(loaded: Loaded, settings: Settings, providers: list[str] | None = None) -> list[ProviderEstimate]:
+    """Cost of the whole job on each provider (the job's own, or all configured): no provider is called."""
+    names = providers or list(loaded.manifest.providers)
+    out = []
+    for name in names:
+        cfg = settings.provider(name)
+        total, lst, unpriced = ZERO, ZERO, set()
+        for spec in loaded.specs:
+            price = cfg.price_for(spec.resolution)
+            n_refs = len(spec.references)
+            lst += list_cost(spec.resolution, n_refs)
+            if price is None:
+                unpriced.add(spec.resolution)
+                continue
+            total += price + n_refs * cfg.prices.get("input_image", ZERO)
+        out.append(ProviderEstimate(name, len(loaded.specs), None if unpriced else usd(total), usd(lst),
+                                    tuple(sorted(unpriced))))
+    return out
+
+
+@contextlib.contextmanager
+def local_sandbox_for(settings: Settings, names: list[str]) -> Iterator[dict[str, dict[str, Any]]]:
+    """Start an in-process sandbox for the providers that have no base_url (the sandbox presets)."""
+    needed = [n for n in names if not settings.provider(n).base_url]
+    if not needed:
+        yield {}
+        return
+    from pipeline.sandbox.server import start_sandbox
+
+    server = start_sandbox()
+    try:
+        yield {n: {"base_url": server.url} for n in needed}
+    finally:
+        server.stop()
+
+
+def submit(rt: Runtime, loaded: Loaded, now: datetime) -> submit_mod.SubmitResult:
+    return submit_mod.submit(rt.sessions, loaded.job, loaded.specs, now)
+
+
+def summary(rt: Runtime, job_id: int, since: datetime | None = None) -> JobSummary:
+    with rt.sessions() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job_summary(s, job, since=since)
+
+
+def process_here(rt: Runtime, job_id: int, *, concurrency: int | None = None,
+                 on_progress: Callable[[JobSummary], None] | None = None, poll_s: float = 0.25) -> JobSummary:
+    """Process a job to the end in this process: an in-process Celery worker on the configured broker, the
+    dispatcher and sweeper driven from this thread. Returns the final summary."""
+    conc = concurrency or rt.settings.worker.concurrency
+    app = make_celery(rt.settings, lambda: rt.ctx)
+    bg = Background(rt, publisher(app), max_queued=min(rt.settings.worker.max_queued, conc * 2), job_id=job_id)
+    bg.renewer.start()
+    try:
+        with embedded_worker(app, conc):
+            last = 0.0
+            while True:
+                bg.tick()
+                now_m = time.monotonic()
+                if now_m - last >= poll_s:
+                    last = now_m
+                    snap = summary(rt, job_id)
+                    if on_progress is not None:
+                        on_progress(snap)
+                    if snap.finished:
+                        return snap
+                time.sleep(0.02)
+    finally:
+        bg.renewer.stop()
+
+
+def open_for(settings: Settings, job_providers: list[str]) -> tuple[Runtime, contextlib.ExitStack]:
+    """Open a runtime, starting an in-process sandbox first when the job needs one."""
+    stack = contextlib.ExitStack()
+    try:
+        overrides = stack.enter_context(local_sandbox_for(settings, job_providers))
+        rt = open_runtime(settings, provider_overrides=overrides)
+        stack.callback(rt.close)
+    except BaseException:
+        stack.close()
+        raise
+    return rt, stack

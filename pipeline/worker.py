@@ -1,0 +1,95 @@
+"""The Celery app and its one thin task: an item id in, core.process_item, nothing else.
+
+Worker settings: acks_late (a message is acked after the task ran), prefetch 1, reject on worker lost,
+threads pool sized for I/O-bound calls of 5-30 s. No ETA/countdown anywhere: waits live in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery
+
+from pipeline.config import Settings
+from pipeline.core.context import Context
+from pipeline.core.process import process_item
+
+log = logging.getLogger("pipeline.worker")
+
+TASK_NAME = "pipeline.process_item"
+QUEUE = "pipeline"
+
+
+def make_celery(settings: Settings, get_ctx: Callable[[], Context]) -> Celery:
+    broker = "memory://localhost/" if settings.broker_url.rstrip("/") == "memory:" else settings.broker_url
+    app = Celery("pipeline", broker=broker, set_as_current=False)
+    if not _context:
+        _context.append(get_ctx)
+    transport: dict[str, Any] = {}
+    if settings.broker_url.startswith("memory://"):
+        transport["polling_interval"] = 0.01  # the memory transport polls once a second by default
+    else:
+        # an unacked message comes back after this; the claim makes redelivery harmless
+        transport["visibility_timeout"] = 3600
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=QUEUE,
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+
+    _context[0] = get_ctx
+    app.task(name=TASK_NAME, ignore_result=True)(process_item_task)
+    return app
+
+
+#: the process's runtime context, set by make_celery (one runtime per process: the worker, or `run`)
+_context: list[Callable[[], Context]] = []
+
+
+def process_item_task(item_id: int) -> str:
+    """The one task: an item id in, the core does the rest. One module-level callable for every app (Celery
+    keeps one task per name: a second callable under the same name would never be called)."""
+    return str(process_item(_context[0](), int(item_id)))
+
+
+def publisher(app: Celery) -> Callable[[Sequence[int]], None]:
+    """Publish many item ids on one producer connection (much faster than one delay() each)."""
+    task = app.tasks[TASK_NAME]
+
+    def publish(ids: Sequence[int]) -> None:
+        with app.producer_or_acquire() as producer:
+            for item_id in ids:
+                task.apply_async((int(item_id),), producer=producer)
+
+    return publish
+
+
+@contextmanager
+def embedded_worker(app: Celery, concurrency: int) -> Iterator[Any]:
+    """A Celery worker (threads pool) in a thread of this process, for the embedded mode and `run`."""
+    from celery.worker import WorkController
+
+    worker = WorkController(app=app, concurrency=concurrency, pool="threads", loglevel="WARNING",
+                            without_heartbeat=True, without_mingle=True, without_gossip=True,
+                            queues=[QUEUE])
+    t = threading.Thread(target=worker.start, name="celery-worker", daemon=True)
+    t.start()
+    try:
+        yield worker
+    finally:
+        worker.stop(in_sighandler=False)
+        t.join(timeout=30)
