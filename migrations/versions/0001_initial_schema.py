@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 18:39:53.330303
+Create Date: 2026-11-27 18:45:08.987070
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("max_price_usd", sa.Numeric(precision=14, scale=6), nullable=True),
         sa.Column("spent_usd", sa.Numeric(precision=14, scale=6), nullable=False),
         sa.Column("reserved_usd", sa.Numeric(precision=14, scale=6), nullable=False),
+        sa.Column("alerted_pct", sa.Integer(), nullable=False),
         sa.Column("deadline_at", sa.DateTime(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),

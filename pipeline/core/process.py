@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pipeline.core import budget, cache, thumbs
+from pipeline.core.alerts import claim_alerts, send_alerts
 from pipeline.core.context import Context
 from pipeline.core.costs import estimate_cost, list_cost
 from pipeline.core.leases import claim, owned
@@ -429,11 +430,14 @@ def _settle_success(ctx: Context, item: Item, job_id: int, name: str, attempt_id
             # this is a refusal such as AccessDenied or NoSuchBucket: the configuration must be fixed first.
             _finish(ctx, s, item, ItemState.FAILED, f"storage: {storage_error}", now)
             return Outcome.FAILED
+        alerts = claim_alerts(s, job_id, caps, now)
         cache.complete(s, item.cache_key, item.id, object_key=obj_key, content_type=content_type, provider=name,
                        resolution=item.resolution, cost_usd=result.cost_usd, list_cost_usd=list_usd, now=now)
         ok = _transition(ctx, s, item.id, now, state=ItemState.SUCCEEDED, stored_url=stored_url,
                          cost_usd=result.cost_usd, reserved_usd=ZERO, finished_at=now, failure_reason=None,
                          force=False, thumb_key=thumb)
+    if alerts:
+        send_alerts(alerts, caps.alert_webhook_url)
     if not ok:
         log.warning("item %s: lease lost while its call ran; the image is stored and paid once", item.id)
         return Outcome.LOST_LEASE

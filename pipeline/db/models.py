@@ -64,6 +64,8 @@ class Job(Base):
     max_price_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     spent_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
     reserved_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    #: highest budget alert threshold already sent (50, 80, 100)
+    alerted_pct: Mapped[int] = mapped_column(Integer, default=0)
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
