@@ -68,9 +68,7 @@ class Choice:
 
 
 def gate_limits(ctx: Context, name: str) -> GateLimits:
-    cfg = ctx.providers.config(name)
-    return GateLimits(rpm=cfg.limits.rpm, rpd=cfg.limits.rpd, concurrency=cfg.limits.concurrency,
-                      headroom=cfg.headroom, day_reset_hour_utc=cfg.day_reset_hour_utc)
+    return GateLimits.from_provider(ctx.providers.config(name))
 
 
 def choose_provider(ctx: Context, s: Session, job: Job, item: Item, now: datetime) -> Choice:
@@ -263,13 +261,14 @@ def _call_provider(ctx: Context, item: Item, job_id: int, region: str | None, ch
     try:
         if admission.wait_s > 0:
             ctx.sleep(admission.wait_s)
-        return _attempt(ctx, item, job_id, region, name, estimate)
+        return _attempt(ctx, item, job_id, region, name, estimate, admission.token)
     finally:
         if admission.token is not None:
             ctx.gate.release(name, admission.token)
 
 
-def _attempt(ctx: Context, item: Item, job_id: int, region: str | None, name: str, estimate: Decimal) -> Outcome:
+def _attempt(ctx: Context, item: Item, job_id: int, region: str | None, name: str, estimate: Decimal,
+             token: str | None = None) -> Outcome:
     caps = ctx.settings.budget
     now = ctx.clock()
     with ctx.sessions.begin() as s:
@@ -304,7 +303,7 @@ def _attempt(ctx: Context, item: Item, job_id: int, region: str | None, name: st
     except ProviderError as e:
         latency_ms = int((time.monotonic() - t0) * 1000)
         ctx.gate.feedback(name, ok=False, rate_limited=e.error_class == "rate_limited",
-                          retry_after_s=e.retry_after_s)
+                          retry_after_s=e.retry_after_s, token=token)
         return _settle_failure(ctx, item, job_id, name, attempt_id, attempts_so_far, estimate, e, latency_ms)
     except PipelineError as e:  # a reference that can no longer be read, etc.: the item cannot run
         with ctx.sessions.begin() as s:
@@ -314,7 +313,7 @@ def _attempt(ctx: Context, item: Item, job_id: int, region: str | None, name: st
             _finish(ctx, s, item, ItemState.FAILED, str(e), ctx.clock())
         return Outcome.FAILED
     latency_ms = int((time.monotonic() - t0) * 1000)
-    ctx.gate.feedback(name, ok=True, rate_limited=False, retry_after_s=None)
+    ctx.gate.feedback(name, ok=True, rate_limited=False, retry_after_s=None, token=token)
     return _settle_success(ctx, item, job_id, name, attempt_id, estimate, result, latency_ms)
 
 
