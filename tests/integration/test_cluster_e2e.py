@@ -70,14 +70,15 @@ def test_submit_workers_status_report_rerun(tmp_path: Path, pg_url: str, redis_u
             time.sleep(1)
         assert st["counts"]["succeeded"] == 12 and st["counts"]["failed"] == 1, st
 
-        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
         head = s3.head_object(Bucket=bucket, Key="runs/shop/p00.png")
         assert head["ContentType"] == "image/png" and head["Metadata"]["provider"] == "sandbox"
 
         rep = _json(_cli(["report", job_id, "--json"], tmp_path, env))
         ledger = sandbox.ledger()
         assert ledger["billed_images"] == 12
-        assert Decimal(rep["cost_usd"]) == Decimal(ledger["billed_usd"]).quantize(Decimal("0.01"))
+        assert Decimal(rep["cost_usd"]) == Decimal(ledger["billed_usd"])  # exact, not just to the cent
 
         rr = _cli(["rerun", job_id, "--failed"], tmp_path, env)
         assert rr.returncode == 0 and "1 items" in rr.stdout, rr.stdout + rr.stderr
