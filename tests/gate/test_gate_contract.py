@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ def test_slots_are_spaced_and_the_horizon_holds(gate) -> None:  # type: ignore[n
     # slots from now to now + 1 s at 0.1 s spacing: about 11, never more than 12 (timing of the calls)
     assert 10 <= len(admitted) <= 12
     slots = sorted(a.slot_at_s for a in admitted)
-    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert min(gaps) == pytest.approx(0.1, abs=0.002)
     assert all(a.wait_s <= lim.horizon_s + 1e-6 for a in admitted)
     assert all(r.reason == Reason.RATE and r.retry_after_s > 0 for r in refused)
