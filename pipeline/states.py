@@ -46,3 +46,4 @@ class ProviderStatus(StrEnum):
     OK = "ok"
     PAUSED = "paused"  # auth / insufficient quota: until an operator resumes
     PARKED = "parked"  # daily quota: until the reset time
+    OPEN = "open"  # circuit open after repeated faults: until the cool-down ends, then one half-open probe

@@ -20,7 +20,7 @@ from pipeline.core.alerts import claim_alerts, send_alerts
 from pipeline.core.context import Context
 from pipeline.core.costs import estimate_cost, list_cost
 from pipeline.core.leases import claim, owned
-from pipeline.core.providers_state import availability, set_status
+from pipeline.core.providers_state import availability, record_fault, record_success, set_status
 from pipeline.db.models import Attempt, Item, Job, LedgerEntry
 from pipeline.errors import (
     DailyQuotaExceeded,
@@ -104,7 +104,7 @@ def choose_provider(ctx: Context, s: Session, job: Job, item: Item, now: datetim
         av = availability(s, name, now)
         if not av.ok:
             reasons.append(f"{name}: {av.status} ({av.reason})")
-            if av.status == ProviderStatus.PARKED and av.until is not None:
+            if av.status in (ProviderStatus.PARKED, ProviderStatus.OPEN) and av.until is not None:
                 earliest = av.until if earliest is None else min(earliest, av.until)
             continue
         return Choice(name, idx)
@@ -375,6 +375,8 @@ def _settle_failure(ctx: Context, item: Item, job_id: int, name: str, attempt_id
             _transition(ctx, s, item.id, now, state=ItemState.PENDING, next_attempt_at=now,
                         attempts=Item.attempts - 1, failure_reason=f"{name}: {e.message}")
             return Outcome.RETRY
+        if record_fault(s, name, now):
+            log.warning("provider %s: circuit open after repeated faults", name)
         if attempts >= w.max_attempts:
             _finish(ctx, s, item, ItemState.FAILED,
                     f"{name}: gave up after {attempts} attempts; last error: {e.error_class}: {e.message}", now)
@@ -429,6 +431,7 @@ def _settle_success(ctx: Context, item: Item, job_id: int, name: str, attempt_id
             # this is a refusal such as AccessDenied or NoSuchBucket: the configuration must be fixed first.
             _finish(ctx, s, item, ItemState.FAILED, f"storage: {storage_error}", now)
             return Outcome.FAILED
+        record_success(s, name, now)
         alerts = claim_alerts(s, job_id, caps, now)
         cache.complete(s, item.cache_key, item.id, object_key=obj_key, content_type=content_type, provider=name,
                        resolution=item.resolution, cost_usd=result.cost_usd, list_cost_usd=list_usd, now=now)
