@@ -42,7 +42,7 @@ def show(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False)
         note = f"no state or stability: {e}"
     else:
         try:
-            rows = cli.guarded(lambda: provider_health(rt.ctx, utcnow()))
+            rows, note = cli.guarded(lambda: provider_health(rt.ctx, utcnow()))
         finally:
             rt.close()
     if as_json:

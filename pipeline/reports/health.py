@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.config import ProviderConfig
 from pipeline.core.context import Context
@@ -79,14 +80,21 @@ def _epoch(s: float) -> datetime:
     return datetime.fromtimestamp(s, UTC).replace(tzinfo=None)
 
 
-def provider_health(ctx: Context, now: datetime) -> list[ProviderHealth]:
-    """Every configured provider, plus any other name that has a state row or calls in the last day."""
+def provider_health(ctx: Context, now: datetime) -> tuple[list[ProviderHealth], str | None]:
+    """Every configured provider, plus any other name that has a state row or calls in the last day; and a note
+    when the database could not be read (not migrated yet: the configuration and the gate are still shown)."""
     settings = ctx.settings
-    with ctx.sessions() as s:
-        states = all_states(s)
-        stats = windows(s, now)
-        recent = set(s.scalars(select(Attempt.provider).distinct()
-                               .where(Attempt.started_at >= now - WINDOWS["1d"])))
+    note: str | None = None
+    try:
+        with ctx.sessions() as s:
+            states = all_states(s)
+            stats = windows(s, now)
+            recent = set(s.scalars(select(Attempt.provider).distinct()
+                                   .where(Attempt.started_at >= now - WINDOWS["1d"])))
+    except SQLAlchemyError as e:
+        states, stats, recent = {}, {}, set()
+        note = f"no provider state or stability: the database cannot be read ({type(e).__name__}); " \
+               "run `pipeline db upgrade`"
     names = sorted(set(settings.providers) | set(states) | recent)
     out: list[ProviderHealth] = []
     for name in names:
@@ -101,7 +109,7 @@ def provider_health(ctx: Context, now: datetime) -> list[ProviderHealth]:
             h.gate, h.gate_error = _snapshot(ctx, name)
         h.windows = {label: per.get(name, ProviderStats(name)) for label, per in stats.items()}
         out.append(h)
-    return out
+    return out, note
 
 
 def _snapshot(ctx: Context, name: str) -> tuple[GateSnapshot | None, str | None]:

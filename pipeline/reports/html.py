@@ -27,7 +27,7 @@ h2{font-size:16px;margin:0 0 12px}.cards{display:flex;flex-wrap:wrap;gap:12px}
 .card .k{font-size:12px;color:#5b6477;text-transform:uppercase;letter-spacing:.04em}
 .card .v{font-size:22px;font-weight:600}.good{color:#1c7c3c}.bad{color:#b3261e}.muted{color:#6b7385}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eceff5;
-vertical-align:top}th{font-size:12px;color:#5b6477;text-transform:uppercase}td.n{text-align:right;
+vertical-align:top}th{font-size:12px;color:#5b6477;text-transform:uppercase}th.n{text-align:right}td.n{text-align:right;
 font-variant-numeric:tabular-nums}.charts{display:flex;flex-wrap:wrap;gap:24px}.chart .lbl{font-size:12px;
 fill:#1d2433}.chart .val{font-size:12px;fill:#3c4558}.legend span{display:inline-block;width:12px;height:12px;
 vertical-align:middle;margin:0 4px 0 12px;border-radius:2px}
@@ -97,6 +97,7 @@ def _cards(page: JobPage) -> str:
     rate = page.cache_hit_rate
     saved_pct = f" ({t.saved_usd / t.list_cost_usd * 100:.0f}%)" if t.list_cost_usd > 0 else ""
     c = page.summary.counts
+    failed = c.get("failed", 0) + c.get("blocked", 0)
     return "<section><h2>Totals</h2><div class=\"cards\">" + "".join([
         _card("images generated", _value("total-images", t.images, f"{t.images:,}")),
         _card("cache hits", _value("total-cache-hits", t.cache_hits, f"{t.cache_hits:,}")),
@@ -104,13 +105,12 @@ def _cards(page: JobPage) -> str:
         _card("cost", _value("total-cost", show(t.cost_usd), dollars(t.cost_usd))),
         _card("official list price", _value("total-list-cost", show(t.list_cost_usd), dollars(t.list_cost_usd))),
         _card("saved", _value("total-saved", show(t.saved_usd), dollars(t.saved_usd) + saved_pct, "v good")),
-        _card("failed + blocked", _value("total-failed", c.get("failed", 0) + c.get("blocked", 0),
-                                         f"{c.get('failed', 0) + c.get('blocked', 0):,}", "v bad")),
+        _card("failed + blocked", _value("total-failed", failed, f"{failed:,}", "v bad" if failed else "v")),
     ]) + "</div></section>"
 
 
 def _counts(counts: dict[str, int]) -> str:
-    cells = "".join(f'<th>{escape(k)}</th>' for k in _STATES)
+    cells = "".join(f'<th class="n">{escape(k)}</th>' for k in _STATES)
     vals = "".join(f'<td class="n" data-testid="count-{k}" data-value="{counts.get(k, 0)}">{counts.get(k, 0):,}</td>'
                    for k in _STATES)
     return (f"<section><h2>Items by state ({sum(counts.values()):,} items)</h2>"
@@ -137,8 +137,9 @@ def _stability(page: JobPage) -> str:
         f'<td class="n">{secs(st.p95_ms)}</td><td class="n">{secs(st.max_ms)}</td><td class="n">{st.http_429:,}</td>'
         f'<td class="n">{pct(st.rate_429)}</td><td>{escape(error_classes(st.error_classes))}</td></tr>'
         for name, st in page.stability.items())
-    return ("<section><h2>Provider stability (this job's calls)</h2><table><tr><th>provider</th><th>requests</th>"
-            "<th>success</th><th>p50</th><th>p95</th><th>max</th><th>429s</th><th>429 rate</th><th>errors</th></tr>"
+    head = "".join(f'<th class="n">{h}</th>' for h in ("requests", "success", "p50", "p95", "max", "429s", "429 rate"))
+    return ("<section><h2>Provider stability (this job's calls)</h2><table><tr><th>provider</th>" + head +
+            "<th>errors</th></tr>"
             f"{rows}</table><p class=\"muted\">Latency of successful calls; requests are finished calls "
             "(retries included).</p></section>")
 

@@ -172,7 +172,7 @@ def _totals_by_tag(s: Session, where: list[Any]) -> dict[str, Totals]:
             acc.cache_hits += part.cache_hits
             acc.cost_usd += part.cost_usd
             acc.list_cost_usd += part.list_cost_usd
-    return dict(sorted(out.items()))
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] == NO_TAG, kv[0])))
 
 
 def ledger_totals(s: Session, *, job_id: int | None = None, since: datetime | None = None,
