@@ -71,12 +71,11 @@ def list_(config: ConfigOpt = None,
         emit_json({"schedules": [r.as_json() for r in rows]})
         return
     t = Table(title="schedules", title_justify="left")
-    for col in ("name", "cron", "timezone", "missed", "state", "next run", "last run", "last job", "manifest"):
-        t.add_column(col)
+    for col in ("name", "cron", "zone", "missed", "state", "next run", "last job"):
+        t.add_column(col, no_wrap=col in ("name", "cron", "next run"))
     for r in rows:
         t.add_row(r.name, r.cron, r.timezone, r.missed, "paused" if r.paused else "active",
-                  _local(r.next_fire_at, r.timezone), _local(r.last_fired_at, r.timezone), r.last_job or "-",
-                  r.manifest_path)
+                  _local(r.next_fire_at, r.timezone), r.last_job or "-")
     out.print(t)
 
 
