@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline import services
 from pipeline.clock import utcnow
@@ -116,18 +117,7 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
         res = guarded(lambda: services.submit(rt, loaded, started))
         if not as_json:
             out.print(f"job {res.job_id} {res.name}: {len(loaded.specs)} items ({res.summary()})")
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,
-                      disable=as_json) as bar:
-            task = bar.add_task(res.name, total=len(loaded.specs), detail="")
-
-            def progress(s: JobSummary) -> None:
-                c = s.counts
-                done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
-                bar.update(task, total=sum(c.values()), completed=done,
-                           detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']}")
-
-            final = services.process_here(rt, res.job_id, concurrency=concurrency, on_progress=progress)
+        final = _process_with_progress(rt, res.job_id, len(loaded.specs), as_json=as_json, concurrency=concurrency)
         this_run = services.summary(rt, res.job_id, since=started)
     if as_json:
         emit_json(this_run.as_json())
@@ -138,6 +128,22 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
             out.print(f"[green]nothing new generated:[/] all {t.cache_hits} images came from the cache, "
                       f"$0.00 spent, {money(t.saved_usd)} saved against the list price")
     raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
+
+
+def _process_with_progress(rt: Runtime, job_id: int, total: int, *, as_json: bool,
+                           concurrency: int | None = None) -> JobSummary:
+    """Process a job here to the end, with a progress bar on stderr (none with --json)."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, disable=as_json) as bar:
+        task = bar.add_task(f"job {job_id}", total=total, detail="")
+
+        def progress(s: JobSummary) -> None:
+            c = s.counts
+            done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
+            bar.update(task, total=sum(c.values()), completed=done,
+                       detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']}")
+
+        return services.process_here(rt, job_id, concurrency=concurrency, on_progress=progress)
 
 
 @app.command()
@@ -207,15 +213,45 @@ def rerun(job: str, config: ConfigOpt = None,
           items: Annotated[str | None, typer.Option("--items", help="comma-separated item ids")] = None,
           all_items: Annotated[bool, typer.Option("--all", help="every final item")] = False,
           force: Annotated[bool, typer.Option("--force", help="bypass the cache (pays again)")] = False) -> None:
-    """Put items of a job back to pending; workers (or `pipeline run`) process them."""
+    """Put items of a job back to pending (failed and blocked by default). Workers process them; in the
+    embedded mode (memory broker) they are processed here, with a progress bar, as `run` does."""
     from pipeline.core.control import rerun as do_rerun
 
     if force and not all_items and not items:
         fail(InputError("--force needs --all or --items", where="--force"))
+    if sum([failed, bool(items), all_items]) > 1:
+        fail(InputError("choose one of --failed, --items, --all", where="rerun"))
     keys = [k.strip() for k in items.split(",") if k.strip()] if items else []
-    job_id, n = _with_runtime(config, lambda rt: do_rerun(rt.sessions, job, utcnow(), failed=failed, items=keys,
-                                                          all_items=all_items, force=force))
-    out.print(f"job {job_id}: {n} items back to pending")
+    settings = settings_from(config)
+    providers = _job_providers(settings, job)
+    rt, stack = guarded(lambda: services.open_for(settings, providers if settings.embedded else []))
+    with stack:
+        started = utcnow()
+        job_id, n = guarded(lambda: do_rerun(rt.sessions, job, started, failed=failed, items=keys,
+                                             all_items=all_items, force=force))
+        out.print(f"job {job_id}: {n} items back to pending")
+        if not settings.embedded or n == 0:
+            return
+        final = _process_with_progress(rt, job_id, n, as_json=False)
+        render_summary(services.summary(rt, job_id, since=started), scope=" — this rerun")
+    raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
+
+
+def _job_providers(settings: Settings, ref: str) -> list[str]:
+    """The providers a job uses (to start an in-process sandbox for it), read without migrating anything."""
+    from pipeline.core.control import find_job
+    from pipeline.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            return list(find_job(s, ref).providers)
+    except PipelineError as e:
+        fail(e)
+    except SQLAlchemyError as e:  # no database (or no tables) yet
+        fail(InputError(f"cannot read the database: {type(e).__name__}", where="database_url"))
+    finally:
+        engine.dispose()
 
 
 @app.command()

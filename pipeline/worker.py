@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from pipeline.config import Settings
 from pipeline.core.context import Context
@@ -47,17 +47,27 @@ def make_celery(settings: Settings, get_ctx: Callable[[], Context]) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
+        # leave sys.stdout/stderr alone: the pipeline's log handler writes to sys.stderr, and Celery's redirect
+        # would turn it into a logger that drops what our handler writes (every worker log line was lost)
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
 
     _context[0] = get_ctx
+    # Celery sets up logging itself (root level from --loglevel, stdout redirected) unless a receiver of
+    # setup_logging exists: logging is pipeline.logging_setup's, configured from the settings already
+    signals.setup_logging.connect(_keep_pipeline_logging, weak=False, dispatch_uid="pipeline.logging")
     app.task(name=TASK_NAME, ignore_result=True)(process_item_task)
     return app
 
 
 #: the process's runtime context, set by make_celery (one runtime per process: the worker, or `run`)
 _context: list[Callable[[], Context]] = []
+
+
+def _keep_pipeline_logging(**_: Any) -> None:
+    """Receiver of Celery's setup_logging signal: its presence tells Celery to leave logging alone."""
 
 
 def process_item_task(item_id: int) -> str:
@@ -88,8 +98,29 @@ def embedded_worker(app: Celery, concurrency: int) -> Iterator[Any]:
                             queues=[QUEUE])
     t = threading.Thread(target=worker.start, name="celery-worker", daemon=True)
     t.start()
+    _wait_until_consuming(worker, t)
     try:
         yield worker
     finally:
         worker.stop(in_sighandler=False)
         t.join(timeout=30)
+
+
+#: how long the in-process worker may take to start consuming
+WORKER_START_TIMEOUT_S = 60.0
+
+
+def _wait_until_consuming(worker: Any, thread: threading.Thread) -> None:
+    """Block until the worker's consumer is set up (its queue declared), so nothing is published into a
+    queue nobody has declared yet; fail loudly if the worker thread dies while starting."""
+    import time
+
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        consumer = getattr(worker, "consumer", None)
+        if consumer is not None and getattr(consumer, "task_consumer", None) is not None:
+            return
+        if not thread.is_alive():
+            raise RuntimeError("the in-process Celery worker stopped while starting")
+        time.sleep(0.01)
+    raise RuntimeError("the in-process Celery worker did not start consuming in time")
