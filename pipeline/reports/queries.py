@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from pipeline.db.models import Item, Job, LedgerEntry
+from pipeline.db.models import Attempt, Item, Job, LedgerEntry
 from pipeline.money import ZERO, show
-from pipeline.states import ACTIVE_STATES, ItemState, JobState
+from pipeline.states import ACTIVE_STATES, AttemptOutcome, ItemState, JobState
 
 ALL_STATES = [str(s) for s in ItemState]
 
@@ -44,6 +44,8 @@ class JobSummary:
     by_provider: dict[str, Totals] = field(default_factory=dict)
     by_resolution: dict[str, Totals] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: calls whose outcome is unknown (timeouts, crashes, unreadable answers): they may have been billed
+    maybe_billed_calls: int = 0
 
     @property
     def finished(self) -> bool:
@@ -65,6 +67,7 @@ class JobSummary:
             "by_provider": {k: v.as_json() for k, v in self.by_provider.items()},
             "by_resolution": {k: v.as_json() for k, v in self.by_resolution.items()},
             "failures": [{"item": k, "reason": r} for k, r in self.failures],
+            "maybe_billed_calls": self.maybe_billed_calls,
         }
 
 
@@ -116,7 +119,15 @@ def job_summary(s: Session, job: Job, *, since: datetime | None = None, until: d
         select(Item.key, Item.failure_reason).where(Item.job_id == job.id,
                                                     Item.state.in_([ItemState.FAILED, ItemState.BLOCKED]))
         .order_by(Item.id).limit(failures))]
-    return JobSummary(job.id, job.name, job_state(job, c), c, _sum(by_provider), by_provider, by_resolution, fails)
+    unknown = [Attempt.job_id == job.id, Attempt.maybe_billed.is_(True), Attempt.cost_usd.is_(None),
+               Attempt.outcome != AttemptOutcome.STARTED]
+    if since is not None:
+        unknown.append(Attempt.started_at >= since)
+    if until is not None:
+        unknown.append(Attempt.started_at < until)
+    maybe = s.scalar(select(func.count()).select_from(Attempt).where(*unknown)) or 0
+    return JobSummary(job.id, job.name, job_state(job, c), c, _sum(by_provider), by_provider, by_resolution, fails,
+                      int(maybe))
 
 
 #: what `pipeline report --by` accepts

@@ -48,6 +48,9 @@ def render_summary(out: Console, s: JobSummary, *, scope: str = "") -> None:
     out.print(totals_table("by provider", s.by_provider, s.totals))
     if len(s.by_resolution) > 0:
         out.print(totals_table("by resolution", s.by_resolution, s.totals))
+    if s.maybe_billed_calls:
+        out.print(f"[yellow]{s.maybe_billed_calls} calls may have been billed[/] without a known cost (timeouts, "
+                  "unreadable answers, crashed workers); they are not in the cost above", highlight=False)
     for key, reason in s.failures:
         out.print(f"  [red]✗[/] {key}: {reason}", highlight=False)
 
