@@ -130,20 +130,34 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
     raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
 
 
+class JobProgress:
+    """The progress bar of `run`, `rerun` and `status --watch` (on stderr; disabled with --json)."""
+
+    def __init__(self, label: str, total: int | None, *, disable: bool = False) -> None:
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, disable=disable)
+        self._task = self._bar.add_task(label, total=total, detail="")
+
+    def __enter__(self) -> JobProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def update(self, s: JobSummary) -> None:
+        c = s.counts
+        done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
+        self._bar.update(self._task, total=sum(c.values()), completed=done,
+                         detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']} "
+                                f"running {c['running']} ${s.totals.cost_usd:.2f}")
+
+
 def _process_with_progress(rt: Runtime, job_id: int, total: int, *, as_json: bool,
                            concurrency: int | None = None) -> JobSummary:
-    """Process a job here to the end, with a progress bar on stderr (none with --json)."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, disable=as_json) as bar:
-        task = bar.add_task(f"job {job_id}", total=total, detail="")
-
-        def progress(s: JobSummary) -> None:
-            c = s.counts
-            done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
-            bar.update(task, total=sum(c.values()), completed=done,
-                       detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']}")
-
-        return services.process_here(rt, job_id, concurrency=concurrency, on_progress=progress)
+    """Process a job here to the end, with a progress bar."""
+    with JobProgress(f"job {job_id}", total, disable=as_json) as bar:
+        return services.process_here(rt, job_id, concurrency=concurrency, on_progress=bar.update)
 
 
 @app.command()
@@ -188,16 +202,10 @@ def status(job: str, config: ConfigOpt = None, as_json: JsonOpt = False,
     def show(rt: Runtime) -> JobSummary:
         job_id = _job_id(rt, job)
         if watch and not as_json:
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err) as bar:
-                task = bar.add_task(job, total=None, detail="")
+            with JobProgress(job, None) as bar:
                 while True:
                     s = services.summary(rt, job_id)
-                    c = s.counts
-                    done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
-                    bar.update(task, total=sum(c.values()), completed=done,
-                               detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']} "
-                                      f"running {c['running']} ${s.totals.cost_usd:.2f}")
+                    bar.update(s)
                     if s.finished or s.state in ("paused", "cancelled"):
                         break
                     time.sleep(1)
