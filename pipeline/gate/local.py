@@ -2,7 +2,7 @@
 threading.Lock, on an injectable clock. Keep the two in step: tests/gate/ runs one contract suite on both.
 
 The clock is wall-clock epoch seconds (default `time.time`), not monotonic: the daily count resets at the
-provider's day boundary in UTC and `park` takes an epoch time, exactly as on Redis' `TIME`.
+provider's day boundary in UTC and `park` takes an epoch time, exactly as with Redis' `TIME`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pipeline.gate.base import (
     GateLimits,
     GateSnapshot,
     Reason,
+    booked_at,
     day_index,
     next_day_start,
 )
@@ -27,18 +28,18 @@ from pipeline.gate.base import (
 
 @dataclass
 class _State:
-    """One key's state; field names match the Redis hash fields of gate/lua.py."""
+    """One key's state; the names match the Redis hash fields in gate/lua.py."""
 
     tat: float = 0.0  # GCRA theoretical arrival time: the next free slot
-    rate: float = 0.0  # live rate, requests/s (0 = not yet set)
+    rate: float = 0.0  # live rate, requests/s (0 = not set yet)
     limit: float = 0.0  # configured rate after headroom, requests/s, as of the last acquire
-    ceiling: float = 0.0  # the last rate found too high (0 = none)
-    t_dec: float = 0.0  # time of the last cut
+    t_dec: float = 0.0  # time of the last cut (0 = never)
+    ceiling: float = 0.0  # above this the climb is a slow probe, for probe_s after the last cut
     t_up: float = 0.0  # time of the last additive step
-    win_start: float = 0.0  # sliding-window counter of clean answers
+    win_start: float = 0.0  # sliding-window counter of clean answers (0 = not started)
     win_cur: int = 0
     win_prev: int = -1  # -1: no full window yet
-    cool: float = 0.0  # no admissions before this (provider's retry_after)
+    cool: float = 0.0  # no admissions before this (the provider's retry_after)
     park: float = 0.0
     park_reason: str = ""
     day: int = 0
@@ -75,18 +76,18 @@ class LocalGate:
                 st.day, st.count = day, 0
             if st.count >= limits.effective_rpd:
                 return _refused(Reason.DAILY, next_day_start(now, limits.day_reset_hour_utc) - now)
-            _purge(st, now)
+            for token in [t for t, expiry in st.inflight.items() if expiry <= now]:
+                del st.inflight[token]
             if len(st.inflight) >= limits.concurrency:
                 return _refused(Reason.CONCURRENCY, self._policy.concurrency_retry_s)
             slot = max(now, st.tat)
-            wait = slot - now
-            if wait > limits.horizon_s:
-                return _refused(Reason.RATE, wait - limits.horizon_s)
+            if slot - now > limits.horizon_s:
+                return _refused(Reason.RATE, slot - now - limits.horizon_s)
             st.tat = slot + 1.0 / st.rate
             st.count += 1
             token = f"{uuid.uuid4().hex}:{now:.6f}"
             st.inflight[token] = slot + limits.inflight_ttl_s
-            return Admission(True, wait, 0.0, Reason.OK, token, slot)
+            return Admission(True, slot - now, 0.0, Reason.OK, token, slot)
 
     def release(self, key: str, token: str) -> None:
         with self._lock:
@@ -103,14 +104,19 @@ class LocalGate:
             if rate_limited:
                 if retry_after_s is not None and retry_after_s > 0:
                     st.cool = max(st.cool, now + retry_after_s)
-                _on_429(st, now, self._policy, booked_at(token))
+                _cut(st, now, self._policy, booked_at(token))
             elif ok:
-                _on_ok(st, now, self._policy)
+                _raise(st, now, self._policy)
 
     def park(self, key: str, until_epoch_s: float, reason: str) -> None:
         with self._lock:
             st = self._state(key)
             st.park, st.park_reason = until_epoch_s, reason
+
+    def clear(self, key: str) -> None:
+        """Forget everything about `key`: learnt rate, counts, park, in-flight slots."""
+        with self._lock:
+            self._states.pop(key, None)
 
     def snapshot(self, key: str, limits: GateLimits) -> GateSnapshot:
         with self._lock:
@@ -118,64 +124,21 @@ class LocalGate:
             st = self._states.get(key) or _State()
             limit = limits.rate_per_s
             rate = min(st.rate, limit) if st.rate > 0 else limit
-            live = sum(1 for exp in st.inflight.values() if exp > now)
-            today = st.count if st.day == day_index(now, limits.day_reset_hour_utc) else 0
-            remembered = st.ceiling > 0 and now - st.t_dec <= self._policy.ceiling_ttl_s
+            parked = st.park > now
+            probing = st.t_dec > 0 and now - st.t_dec < self._policy.probe_s
             return GateSnapshot(
                 rate_per_min=rate * 60.0,
                 limit_per_min=limit * 60.0,
-                in_flight=live,
+                in_flight=sum(1 for expiry in st.inflight.values() if expiry > now),
                 concurrency=limits.concurrency,
-                today=today,
+                today=st.count if st.day == day_index(now, limits.day_reset_hour_utc) else 0,
                 daily_limit=limits.effective_rpd,
-                parked_until=st.park if st.park > now else None,
-                park_reason=st.park_reason if st.park > now else None,
+                parked_until=st.park if parked else None,
+                park_reason=st.park_reason if parked else None,
                 cooldown_until=st.cool if st.cool > now else None,
-                ceiling_per_min=st.ceiling * 60.0 if remembered else None,
+                ceiling_per_min=st.ceiling * 60.0 if probing else None,
                 now_s=now,
             )
-
-
-def _on_429(st: _State, now: float, p: AdaptivePolicy, booked: float | None) -> None:
-    if st.rate <= 0:
-        return
-    if booked is not None:
-        if booked < st.t_dec:
-            return  # admitted before the last cut: the same overshoot, already counted
-    elif now - st.t_dec < p.decrease_window_s:
-        return
-    measured = _measured(st, now, p.measure_window_s)
-    new = st.rate * p.decrease_factor
-    if measured > 0:
-        new = min(new, measured * p.measured_factor)
-    st.ceiling = st.rate
-    st.rate = max(new, st.limit * p.min_fraction)
-    st.t_dec = st.t_up = now
-
-
-def _on_ok(st: _State, now: float, p: AdaptivePolicy) -> None:
-    _roll(st, now, p.measure_window_s)
-    st.win_cur += 1
-    if st.rate <= 0:
-        return
-    gap = min(max(now - st.t_up, 0.0), p.max_clean_gap_s)
-    st.t_up = now
-    if st.ceiling > 0 and now - st.t_dec > p.ceiling_ttl_s:
-        st.ceiling = 0.0
-    step = p.increase_per_s * st.limit * gap
-    if st.ceiling > 0 and st.rate >= st.ceiling:
-        step *= p.probe_fraction
-    st.rate = min(st.limit, st.rate + step)
-
-
-def booked_at(token: str | None) -> float | None:
-    """When the slot of `token` was booked (gate clock), or None for no or a foreign token."""
-    if not token or ":" not in token:
-        return None
-    try:
-        return float(token.rsplit(":", 1)[1])
-    except ValueError:
-        return None
 
 
 def _refused(reason: Reason, retry_after_s: float) -> Admission:
@@ -183,6 +146,7 @@ def _refused(reason: Reason, retry_after_s: float) -> Admission:
 
 
 def _sync_limit(st: _State, limit: float, now: float) -> None:
+    """First use: start at the limit. A changed limit caps the live rate (which then climbs to it)."""
     if st.rate <= 0:
         st.rate, st.limit, st.t_up = limit, limit, now
     elif st.limit != limit:
@@ -190,17 +154,48 @@ def _sync_limit(st: _State, limit: float, now: float) -> None:
         st.rate = min(st.rate, limit)
 
 
-def _purge(st: _State, now: float) -> None:
-    for token in [t for t, exp in st.inflight.items() if exp <= now]:
-        del st.inflight[token]
+def _cut(st: _State, now: float, p: AdaptivePolicy, booked: float | None) -> None:
+    """A 429: cut the rate, once per overshoot. A 429 whose slot was booked before the last cut belongs to
+    the overshoot that cut already answered; without a token, one within `decrease_window_s` of it does.
+
+    With a measurement, the rate goes to a little under what the provider let through, and the slow probe
+    starts there. Without one (the first seconds: answers still in flight), a blind cut by
+    `decrease_factor`, and the climb is quick up to `shallowest_cut` of the rate that was too high."""
+    if st.rate <= 0:
+        return
+    if (booked <= st.t_dec) if booked is not None else (now - st.t_dec < p.decrease_window_s):
+        return
+    measured = _measured(st, now, p.measure_window_s)
+    if measured > 0:
+        target = measured * p.measured_factor
+        new = min(max(target, st.rate * p.deepest_cut), st.rate * p.shallowest_cut)
+        ceiling = new
+    else:
+        new = st.rate * p.decrease_factor
+        ceiling = st.rate * p.shallowest_cut
+    floor = st.limit * p.min_fraction
+    st.rate, st.ceiling = max(new, floor), max(ceiling, floor)
+    st.t_dec = st.t_up = now
+
+
+def _raise(st: _State, now: float, p: AdaptivePolicy) -> None:
+    """A clean answer: count it, and climb additively for the clean time since the last step."""
+    _roll(st, now, p.measure_window_s)
+    st.win_cur += 1
+    if st.rate <= 0:
+        return
+    step = p.increase_per_s * st.limit * min(max(now - st.t_up, 0.0), p.max_clean_gap_s)
+    if st.rate >= st.ceiling and now - st.t_dec < p.probe_s:
+        step *= p.probe_fraction
+    st.rate = min(st.limit, st.rate + step)
+    st.t_up = now
 
 
 def _roll(st: _State, now: float, window_s: float) -> None:
     """Advance the sliding-window counter to the window holding `now`."""
     if st.win_start <= 0:
         st.win_start = now
-        return
-    if now >= st.win_start + window_s:
+    elif now >= st.win_start + window_s:
         periods = math.floor((now - st.win_start) / window_s)
         st.win_prev = st.win_cur if periods == 1 else 0
         st.win_cur = 0
@@ -208,12 +203,13 @@ def _roll(st: _State, now: float, window_s: float) -> None:
 
 
 def _measured(st: _State, now: float, window_s: float) -> float:
-    """Clean answers per second over the last window; 0 = unknown (none counted, or under a quarter window
-    of history)."""
+    """Clean answers per second over the last window; 0 = unknown (no full window seen yet: early answers
+    undercount, the calls still in flight have not answered)."""
     if st.win_start <= 0:
         return 0.0
     _roll(st, now, window_s)
-    elapsed = max(now - st.win_start, 0.0)
     if st.win_prev < 0:
-        return st.win_cur / elapsed if elapsed >= window_s / 4 else 0.0
+        return 0.0
+    elapsed = max(now - st.win_start, 0.0)
     return (st.win_prev * (1.0 - min(elapsed / window_s, 1.0)) + st.win_cur) / window_s
+
