@@ -107,7 +107,10 @@ class WorkerSettings(_Strict):
     #: items published but not yet claimed, at most, across all workers (the dispatch window)
     max_queued: int = Field(default=256, gt=0)
     #: a queued item not claimed within this is returned to pending (lost broker message)
-    queued_timeout_s: float = Field(default=120.0, gt=0)
+    queued_timeout_s: float = Field(default=60.0, gt=0)
+    #: database connections per process (and as many again in overflow); transactions are short, so a few
+    #: serve many threads, and Postgres' max_connections (100 by default) is shared by every worker
+    db_pool_size: int = Field(default=5, gt=0)
 
 
 class BatchSettings(_Strict):

@@ -135,7 +135,7 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
             providers[name] = providers[name].model_copy(update=patch)
         settings = settings.model_copy(update={"providers": providers})
     closers: list[Callable[[], None]] = []
-    engine = make_engine(settings.database_url, pool_size=max(5, settings.worker.concurrency // 2))
+    engine = make_engine(settings.database_url, pool_size=settings.worker.db_pool_size)
     closers.append(engine.dispose)
     try:
         with engine.connect() as conn:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, signals
+from celery.exceptions import Reject
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from pipeline.config import Settings
 from pipeline.core.context import Context
@@ -70,10 +74,23 @@ def _keep_pipeline_logging(**_: Any) -> None:
     """Receiver of Celery's setup_logging signal: its presence tells Celery to leave logging alone."""
 
 
+#: how long a task whose database is unreachable waits before handing its message back
+DB_DOWN_BACKOFF_S = 1.0
+
+
 def process_item_task(item_id: int) -> str:
     """The one task: an item id in, the core does the rest. One module-level callable for every app (Celery
-    keeps one task per name: a second callable under the same name would never be called)."""
-    return str(process_item(_context[0](), int(item_id)))
+    keeps one task per name: a second callable under the same name would never be called).
+
+    If the database cannot be reached (restart, no free connection) the item could not even be claimed: the
+    message goes back to the broker instead of being acked, so the item is not left `queued` until the
+    sweeper's timeout."""
+    try:
+        return str(process_item(_context[0](), int(item_id)))
+    except (OperationalError, InterfaceError, SATimeoutError) as e:
+        log.warning("item %s: database unavailable (%s); message requeued", item_id, type(e).__name__)
+        time.sleep(DB_DOWN_BACKOFF_S)
+        raise Reject(type(e).__name__, requeue=True) from None
 
 
 def publisher(app: Celery) -> Callable[[Sequence[int]], None]:
@@ -113,8 +130,6 @@ WORKER_START_TIMEOUT_S = 60.0
 def _wait_until_consuming(worker: Any, thread: threading.Thread) -> None:
     """Block until the worker's consumer is set up (its queue declared), so nothing is published into a
     queue nobody has declared yet; fail loudly if the worker thread dies while starting."""
-    import time
-
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         consumer = getattr(worker, "consumer", None)
