@@ -41,5 +41,15 @@ def dispatch_once(sessions: sessionmaker[Session], publish: Publish, now: dateti
                   .values(state=ItemState.QUEUED, queued_at=now, updated_at=now)
                   .execution_options(synchronize_session=False))
     # published after commit: a message for an item that is not queued yet would be refused by the claim
-    publish(ids)
+    try:
+        publish(ids)
+    except Exception:
+        # the broker is unreachable: put the items back at once rather than leave them queued until the sweeper's
+        # queued_timeout_s (a message that did go out before the failure is harmless: the claim decides)
+        with sessions.begin() as s:
+            s.execute(update(Item)
+                      .where(Item.id.in_(ids), Item.state == ItemState.QUEUED, Item.queued_at == now)
+                      .values(state=ItemState.PENDING, queued_at=None, updated_at=now)
+                      .execution_options(synchronize_session=False))
+        raise
     return len(ids)

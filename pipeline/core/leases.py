@@ -1,8 +1,16 @@
-"""Claiming items and keeping their leases: every state change is a compare-and-set on state and lease."""
+"""Claiming items and keeping their leases: every state change is a compare-and-set on state and lease.
+
+A lease is renewed only while a thread of this process works on the item (`holding`): an item whose thread
+gave up (the database went away under it, say) stops being renewed, and the sweeper frees it when its lease
+runs out, however long the process itself lives.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -36,12 +44,42 @@ def claim(sessions: sessionmaker[Session], item_id: int, owner: str, lease_s: fl
         return s.get(Item, item_id)
 
 
+#: items a thread of this process is working on, per lease owner (a count: one id may be delivered twice)
+_held: dict[str, Counter[int]] = {}
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def holding(owner: str, item_id: int) -> Iterator[None]:
+    """Mark `item_id` as worked on by this thread (around claim and processing) so its lease is renewed."""
+    with _held_lock:
+        _held.setdefault(owner, Counter())[item_id] += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            held = _held[owner]
+            held[item_id] -= 1
+            if held[item_id] <= 0:
+                del held[item_id]
+            if not held:
+                del _held[owner]
+
+
+def held_items(owner: str) -> list[int]:
+    with _held_lock:
+        return sorted(_held.get(owner, ()))
+
+
 def renew_all(sessions: sessionmaker[Session], owner: str, lease_s: float, now: datetime) -> int:
-    """Extend every lease `owner` holds (one statement per process, not one thread per item)."""
+    """Extend the leases of `owner` on the items its threads are working on (one statement per process)."""
+    ids = held_items(owner)
+    if not ids:
+        return 0
     with sessions.begin() as s:
         res = s.execute(
             update(Item)
-            .where(Item.lease_owner == owner, Item.state == ItemState.RUNNING)
+            .where(Item.id.in_(ids), Item.lease_owner == owner, Item.state == ItemState.RUNNING)
             .values(lease_expires_at=now + timedelta(seconds=lease_s))
             .execution_options(synchronize_session=False)
         )

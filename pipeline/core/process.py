@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from pipeline.config import BudgetCaps
 from pipeline.core import budget, cache, thumbs
 from pipeline.core.alerts import claim_alerts, send_alerts
 from pipeline.core.context import Context
 from pipeline.core.costs import estimate_cost, list_cost
-from pipeline.core.leases import claim, owned
+from pipeline.core.leases import claim, holding, owned
 from pipeline.core.providers_state import availability, record_fault, record_success, set_status
+from pipeline.core.sweep import give_back
 from pipeline.db.models import Attempt, Item, Job, LedgerEntry
 from pipeline.errors import (
     DailyQuotaExceeded,
@@ -45,6 +49,9 @@ CACHE_WAIT_S = 1.0
 BUDGET_WAIT_S = 1.0
 #: a gate wait longer than this sends the item to the job's next provider instead (failover on 429s)
 FAILOVER_AFTER_WAIT_S = 2.0
+#: how long the record of a paid answer is retried while the database is unreachable, and the pause between
+DB_RETRY_S = 30.0
+DB_RETRY_PAUSE_S = 1.0
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
@@ -126,6 +133,8 @@ def _next_provider_index(s: Session, job_id: int, name: str) -> int | None:
 
 
 def _transition(ctx: Context, s: Session, item_id: int, now: datetime, **values: object) -> bool:
+    # an item leaving RUNNING holds no budget: its reservation is settled (or was never taken) by then
+    values = {"reserved_usd": ZERO, **values}
     res = s.execute(update(Item).where(owned(item_id, ctx.owner))
                     .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
                     .execution_options(synchronize_session=False))
@@ -148,7 +157,8 @@ def _finish(ctx: Context, s: Session, item: Item, state: ItemState, reason: str 
 
 
 def process_item(ctx: Context, item_id: int) -> Outcome:
-    with log_context(item_id=item_id):  # every line logged while this item is processed carries its ids
+    # every line logged while this item is processed carries its ids; its lease is renewed until we return
+    with log_context(item_id=item_id), holding(ctx.owner, item_id):
         return _process_item(ctx, item_id)
 
 
@@ -165,7 +175,9 @@ def _process_item(ctx: Context, item_id: int) -> Outcome:
         # lease expires; if even that fails, the sweeper returns it when the lease runs out.
         log.exception("item %s: unexpected error", item_id)
         try:
-            _retry_later(ctx, item_id, ctx.clock() + timedelta(seconds=5))
+            with ctx.sessions.begin() as s:
+                now = ctx.clock()
+                give_back(s, item_id, ctx.owner, now, ctx.settings.budget, next_attempt_at=now + timedelta(seconds=5))
         except Exception:
             log.warning("item %s: could not release; the sweeper will", item_id)
         return Outcome.RETRY
@@ -237,6 +249,9 @@ def _call_provider(ctx: Context, item: Item, job_id: int, region: str | None, ch
         resv = budget.reserve(s, job_id, estimate, caps, now)
         if resv.verdict != budget.Verdict.RESERVED:
             s.rollback()
+        else:  # the item records what it holds, so whoever gives it back can settle it (sweep.give_back)
+            s.execute(update(Item).where(owned(item.id, ctx.owner)).values(reserved_usd=estimate)
+                      .execution_options(synchronize_session=False))
     if resv.verdict == budget.Verdict.BLOCKED:
         with ctx.sessions.begin() as s:
             _finish(ctx, s, item, ItemState.BLOCKED,
@@ -264,7 +279,7 @@ def _call_provider(ctx: Context, item: Item, job_id: int, region: str | None, ch
         return _attempt(ctx, item, job_id, region, name, estimate, admission.token)
     finally:
         if admission.token is not None:
-            ctx.gate.release(name, admission.token)
+            _after_call(lambda: ctx.gate.release(name, admission.token), "release")
 
 
 def _attempt(ctx: Context, item: Item, job_id: int, region: str | None, name: str, estimate: Decimal,
@@ -302,19 +317,52 @@ def _attempt(ctx: Context, item: Item, job_id: int, region: str | None, name: st
             result = provider.generate(request, CallHooks(submitted=save_remote_id))
     except ProviderError as e:
         latency_ms = int((time.monotonic() - t0) * 1000)
-        ctx.gate.feedback(name, ok=False, rate_limited=e.error_class == "rate_limited",
-                          retry_after_s=e.retry_after_s, token=token)
+        limited, retry_after = e.error_class == "rate_limited", e.retry_after_s
+        _after_call(lambda: ctx.gate.feedback(name, ok=False, rate_limited=limited, retry_after_s=retry_after,
+                                              token=token), "feedback")
         return _settle_failure(ctx, item, job_id, name, attempt_id, attempts_so_far, estimate, e, latency_ms)
     except PipelineError as e:  # a reference that can no longer be read, etc.: the item cannot run
         with ctx.sessions.begin() as s:
-            _close_attempt(s, attempt_id, ctx.clock(), outcome=AttemptOutcome.TERMINAL, error_class="input",
-                           detail=str(e), maybe_billed=False)
-            budget.settle(s, job_id, estimate, ZERO, caps, ctx.clock())
+            abandoned = _close_attempt(s, attempt_id, ctx.clock(), outcome=AttemptOutcome.TERMINAL,
+                                       error_class="input", detail=str(e), maybe_billed=False)
+            _settle_budget(s, job_id, estimate, ZERO, caps, ctx.clock(), abandoned=abandoned)
             _finish(ctx, s, item, ItemState.FAILED, str(e), ctx.clock())
         return Outcome.FAILED
     latency_ms = int((time.monotonic() - t0) * 1000)
-    ctx.gate.feedback(name, ok=True, rate_limited=False, retry_after_s=None, token=token)
-    return _settle_success(ctx, item, job_id, name, attempt_id, estimate, result, latency_ms)
+    _after_call(lambda: ctx.gate.feedback(name, ok=True, rate_limited=False, retry_after_s=None, token=token),
+                "feedback")
+    return _record_paid(ctx, attempt_id,
+                        lambda: _settle_success(ctx, item, job_id, name, attempt_id, estimate, result, latency_ms))
+
+
+def _record_paid(ctx: Context, attempt_id: int, record: Callable[[], Outcome]) -> Outcome:
+    """Store and record a paid answer; while the database is unreachable (a restart, a failover) try again for
+    up to DB_RETRY_S, since giving up means paying for the image again. Storing is idempotent, and a commit
+    that went through before the connection broke is seen on the attempt row (no second ledger row)."""
+    deadline = time.monotonic() + DB_RETRY_S
+    while True:
+        try:
+            return record()
+        except (OperationalError, InterfaceError) as e:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("database unreachable while recording a paid call (%s); trying again", type(e).__name__)
+        ctx.sleep(DB_RETRY_PAUSE_S)
+        try:
+            with ctx.sessions() as s:
+                if s.scalar(select(Attempt.outcome).where(Attempt.id == attempt_id)) == AttemptOutcome.SUCCEEDED:
+                    return Outcome.SUCCEEDED
+        except (OperationalError, InterfaceError):
+            continue
+
+
+def _after_call(fn: Callable[[], None], what: str) -> None:
+    """Gate bookkeeping after a call (feedback, release, park) is best effort: a gate that is unreachable
+    (Redis restarting) must not turn a paid answer into an error; its in-flight slot expires on its own."""
+    try:
+        fn()
+    except Exception as e:
+        log.warning("admission gate %s failed (%s: %s); the call's result is kept", what, type(e).__name__, e)
 
 
 def _resumable_remote_id(ctx: Context, item_id: int, name: str, current_attempt: int) -> str | None:
@@ -333,12 +381,25 @@ def _resumable_remote_id(ctx: Context, item_id: int, name: str, current_attempt:
 
 def _close_attempt(s: Session, attempt_id: int, now: datetime, *, outcome: str, http_status: int | None = None,
                    error_class: str | None = None, detail: str | None = None, latency_ms: int | None = None,
-                   cost: Decimal | None = None, cost_source: str | None = None, maybe_billed: bool) -> None:
+                   cost: Decimal | None = None, cost_source: str | None = None, maybe_billed: bool) -> bool:
+    """Record how a call ended. Returns True when the sweeper had given the item back meanwhile (the attempt
+    was 'abandoned'): it counted the call's reservation as spent already (see `_settle_budget`)."""
+    was = s.scalar(select(Attempt.outcome).where(Attempt.id == attempt_id).with_for_update())
     s.execute(update(Attempt).where(Attempt.id == attempt_id).values(
         outcome=outcome, http_status=http_status, error_class=error_class,
         error_detail=detail[:2000] if detail else None, latency_ms=latency_ms, cost_usd=cost,
         cost_source=cost_source, maybe_billed=maybe_billed, finished_at=now,
     ))
+    return was == AttemptOutcome.ABANDONED
+
+
+def _settle_budget(s: Session, job_id: int, estimate: Decimal, cost: Decimal, caps: BudgetCaps, now: datetime, *,
+                   abandoned: bool) -> None:
+    """Replace a call's reservation by its cost; after a give-back (abandoned) only the difference is left."""
+    if abandoned:
+        budget.settle(s, job_id, ZERO, cost - estimate, caps, now)
+    else:
+        budget.settle(s, job_id, estimate, cost, caps, now)
 
 
 def _settle_failure(ctx: Context, item: Item, job_id: int, name: str, attempt_id: int, attempts: int,
@@ -351,15 +412,16 @@ def _settle_failure(ctx: Context, item: Item, job_id: int, name: str, attempt_id
                    else AttemptOutcome.PROVIDER_LEVEL if isinstance(e, ProviderLevelError)
                    else AttemptOutcome.RETRYABLE)
         billed = e.cost_usd or ZERO
-        _close_attempt(s, attempt_id, now, outcome=outcome, http_status=e.http_status, error_class=e.error_class,
-                       detail=e.message, latency_ms=latency_ms, maybe_billed=e.maybe_billed,
-                       cost=e.cost_usd, cost_source="provider" if e.cost_usd is not None else None)
-        budget.settle(s, job_id, estimate, billed, caps, now)
+        abandoned = _close_attempt(s, attempt_id, now, outcome=outcome, http_status=e.http_status,
+                                   error_class=e.error_class, detail=e.message, latency_ms=latency_ms,
+                                   maybe_billed=e.maybe_billed, cost=e.cost_usd,
+                                   cost_source="provider" if e.cost_usd is not None else None)
+        _settle_budget(s, job_id, estimate, billed, caps, now, abandoned=abandoned)
         if billed > 0:  # a call the provider billed without giving a usable image: it still costs
             s.add(LedgerEntry(job_id=job_id, item_id=item.id, attempt_id=attempt_id, provider=name, kind="call",
                               resolution=item.resolution, cost_usd=billed, list_cost_usd=ZERO,
                               cost_source="provider", day=now.date(), created_at=now))
-        s.execute(update(Item).where(Item.id == item.id).values(reserved_usd=ZERO)
+        s.execute(update(Item).where(owned(item.id, ctx.owner)).values(reserved_usd=ZERO)
                   .execution_options(synchronize_session=False))
         if isinstance(e, TerminalError):
             _finish(ctx, s, item, ItemState.FAILED, f"{name}: {e.message}", now)
@@ -368,7 +430,7 @@ def _settle_failure(ctx: Context, item: Item, job_id: int, name: str, attempt_id
             if isinstance(e, DailyQuotaExceeded):
                 until = e.until or now + timedelta(hours=1)
                 set_status(s, name, ProviderStatus.PARKED, f"{e.error_class}: {e.message}", until, now)
-                ctx.gate.park(name, until.timestamp(), e.error_class)
+                _after_call(lambda: ctx.gate.park(name, until.timestamp(), e.error_class), "park")
             else:
                 set_status(s, name, ProviderStatus.PAUSED, f"{e.error_class}: {e.message}", None, now)
             # the item is not at fault: it goes back at once and the provider choice moves past this one
@@ -419,10 +481,10 @@ def _settle_success(ctx: Context, item: Item, job_id: int, name: str, attempt_id
                 else list_cost(item.resolution, len(item.references)))
     with ctx.sessions.begin() as s:
         # the call was paid for: its attempt, ledger row and budget settle whatever happens to the item
-        _close_attempt(s, attempt_id, now, outcome=AttemptOutcome.SUCCEEDED, http_status=result.http_status,
-                       latency_ms=latency_ms, cost=result.cost_usd, cost_source=result.cost_source,
-                       maybe_billed=False)
-        budget.settle(s, job_id, estimate, result.cost_usd, caps, now)
+        abandoned = _close_attempt(s, attempt_id, now, outcome=AttemptOutcome.SUCCEEDED,
+                                   http_status=result.http_status, latency_ms=latency_ms, cost=result.cost_usd,
+                                   cost_source=result.cost_source, maybe_billed=False)
+        _settle_budget(s, job_id, estimate, result.cost_usd, caps, now, abandoned=abandoned)
         s.add(LedgerEntry(job_id=job_id, item_id=item.id, attempt_id=attempt_id, provider=name, kind="image",
                           resolution=item.resolution, cost_usd=result.cost_usd, list_cost_usd=list_usd,
                           cost_source=result.cost_source, day=now.date(), created_at=now))

@@ -1,5 +1,11 @@
 """The sweeper: expired leases and stale queue entries go back to pending; open attempts of an expired lease
-become 'abandoned' (outcome unknown, maybe billed); finished jobs are marked done."""
+become 'abandoned' (outcome unknown, maybe billed); finished jobs are marked done.
+
+An item given back (`give_back`: its lease expired, or its worker hit an unexpected error) also gives back
+the budget it reserved: counted as spent when a call of it may have been billed (an open attempt), so a cap
+holds even for calls whose outcome is unknown, released otherwise. A late settle of such a call corrects
+the spent amount to the real cost (process.settle_budget).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.config import BudgetCaps
+from pipeline.core import budget
 from pipeline.db.models import Attempt, CacheEntry, Item, Job
+from pipeline.money import ZERO
 from pipeline.states import ACTIVE_STATES, AttemptOutcome, CacheState, ItemState, JobState
 
 
@@ -21,23 +30,44 @@ class SweepResult:
     jobs_done: int
 
 
-def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: float) -> SweepResult:
+def give_back(s: Session, item_id: int, owner: str, now: datetime, caps: BudgetCaps, *,
+              next_attempt_at: datetime | None = None) -> int | None:
+    """Return an item `owner` runs to pending, in the caller's transaction: its open attempts become abandoned
+    (maybe billed) and its budget reservation is settled (spent if a call may have been billed, else
+    released). Returns the attempts abandoned, or None when `owner` does not hold the item."""
+    # rows in the order a worker's settle takes them (attempt, job, item), so the two cannot deadlock
+    res = s.execute(update(Attempt)
+                    .where(Attempt.item_id == item_id, Attempt.lease_owner == owner,
+                           Attempt.outcome == AttemptOutcome.STARTED,
+                           exists().where(Item.id == item_id, Item.state == ItemState.RUNNING,
+                                          Item.lease_owner == owner))
+                    .values(outcome=AttemptOutcome.ABANDONED, finished_at=now, maybe_billed=True)
+                    .execution_options(synchronize_session=False))
+    abandoned = int(res.rowcount)  # type: ignore[attr-defined]
+    row = s.execute(select(Item.job_id, Item.reserved_usd)
+                    .where(Item.id == item_id, Item.state == ItemState.RUNNING, Item.lease_owner == owner)).first()
+    if row is None:
+        return None
+    job_id, reserved = row
+    if reserved:
+        budget.settle(s, job_id, reserved, reserved if abandoned else ZERO, caps, now)
+    s.execute(update(Item)
+              .where(Item.id == item_id, Item.state == ItemState.RUNNING, Item.lease_owner == owner)
+              .values(state=ItemState.PENDING, lease_owner=None, lease_expires_at=None, reserved_usd=ZERO,
+                      next_attempt_at=next_attempt_at or now, updated_at=now)
+              .execution_options(synchronize_session=False))
+    return abandoned
+
+
+def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: float,
+          caps: BudgetCaps | None = None) -> SweepResult:
+    caps = caps or BudgetCaps()
     with sessions.begin() as s:
         expired = list(s.execute(select(Item.id, Item.lease_owner)
                                  .where(Item.state == ItemState.RUNNING, Item.lease_expires_at < now)))
         abandoned = 0
         for item_id, owner in expired:
-            res = s.execute(update(Attempt)
-                            .where(Attempt.item_id == item_id, Attempt.lease_owner == owner,
-                                   Attempt.outcome == AttemptOutcome.STARTED)
-                            .values(outcome=AttemptOutcome.ABANDONED, finished_at=now, maybe_billed=True)
-                            .execution_options(synchronize_session=False))
-            abandoned += res.rowcount  # type: ignore[attr-defined]
-            s.execute(update(Item)
-                      .where(Item.id == item_id, Item.state == ItemState.RUNNING, Item.lease_owner == owner)
-                      .values(state=ItemState.PENDING, lease_owner=None, lease_expires_at=None, next_attempt_at=now,
-                              updated_at=now)
-                      .execution_options(synchronize_session=False))
+            abandoned += give_back(s, item_id, owner or "", now, caps) or 0
         stale = now - timedelta(seconds=queued_timeout_s)
         requeued = s.execute(update(Item)
                              .where(Item.state == ItemState.QUEUED, Item.queued_at < stale)
