@@ -316,14 +316,10 @@ def sniff_image(data: bytes) -> str | None:
     return IMAGE_FORMATS.get(fmt or "")
 
 
-def address_problem(ip: IPAddress, *, allow_private: bool) -> str | None:
-    """Why connecting to `ip` is refused, or None when it is allowed."""
-    if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if allow_private:
-        return None
+def _embedded_v4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64): the kernel may route to them."""
+    embedded: list[ipaddress.IPv4Address] = []
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded: list[ipaddress.IPv4Address] = []
         if ip.ipv4_mapped is not None:
             embedded.append(ip.ipv4_mapped)
         if ip.sixtofour is not None:
@@ -332,10 +328,22 @@ def address_problem(ip: IPAddress, *, allow_private: bool) -> str | None:
             embedded.extend(ip.teredo)
         if ip in _NAT64:
             embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        for inner in embedded:
-            problem = address_problem(inner, allow_private=False)
-            if problem:
-                return f"{problem} (embedded {inner})"
+    return embedded
+
+
+def address_problem(ip: IPAddress, *, allow_private: bool) -> str | None:
+    """Why connecting to `ip` is refused, or None when it is allowed."""
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    for inner in _embedded_v4(ip):  # ::ffff:169.254.169.254 reaches the metadata service too
+        if inner in METADATA_ADDRESSES:
+            return f"a cloud metadata address (embedded {inner})"
+    if allow_private:
+        return None
+    for inner in _embedded_v4(ip):
+        problem = address_problem(inner, allow_private=False)
+        if problem:
+            return f"{problem} (embedded {inner})"
     checks = (
         (ip.is_loopback, "a loopback address"),
         (ip.is_link_local, "a link-local address"),

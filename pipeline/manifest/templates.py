@@ -12,10 +12,11 @@ Every failure (syntax, undefined variable, sandbox violation, anything a templat
 from __future__ import annotations
 
 import operator
+import types
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, Template
+from jinja2 import StrictUndefined, Template, Undefined
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -62,11 +63,41 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        """Refuse at once. Jinja's sandbox returns an Undefined here, which `map(attribute='__class__')`, `sort`
+        and `groupby` would print as "Undefined" without any error."""
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
+
+
+#: how deep `_printable` looks into printed lists and mappings
+_PRINT_DEPTH = 8
+
+
+def _printable(value: Any, depth: int = 0) -> Any:
+    """What `{{ ... }}` may print (the environment's finalize): anything but functions, methods, classes and
+    modules, also inside lists and mappings. `{{ title.upper }}` (the call forgotten) would print a memory
+    address, so the prompt, and the cache key made from it, would differ from run to run; an undefined
+    variable inside a list would print as "Undefined"."""
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming the variable
+    if isinstance(value, types.ModuleType | type) or callable(value):
+        raise SecurityError(f"a template cannot print a {type(value).__name__} (a call missing its ()?)")
+    if depth < _PRINT_DEPTH:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                _printable(k, depth + 1)
+                _printable(v, depth + 1)
+        elif isinstance(value, list | tuple | set | frozenset):
+            for v in value:
+                _printable(v, depth + 1)
+    return value
+
+
 class TemplateRenderer:
     """Compiles (with a small cache) and renders templates; one per expansion, not shared between threads."""
 
     def __init__(self) -> None:
-        self._env = _Environment(undefined=StrictUndefined, autoescape=False)
+        self._env = _Environment(undefined=StrictUndefined, autoescape=False, finalize=_printable)
         for name in ("lipsum", "cycler", "joiner"):
             self._env.globals.pop(name, None)
         self._env.filters.pop("random", None)

@@ -27,6 +27,10 @@ from pipeline.errors import InputError
 MAX_DEPTH = 64
 #: most nodes in a document, every alias counted as a full copy of what it points to
 MAX_NODES = 2_000_000
+#: most nodes written out in a document (aliases counted once), checked before any node is built: composing
+#: costs about 0.5 KB and 10-20 us a node, so this bounds a manifest's parse to ~250 MB and a few seconds
+#: (about 50,000 inline items; big item lists belong in items_from files)
+MAX_COMPOSED_NODES = 500_000
 #: how deep line numbers are recorded (top key / items / item / field / list element)
 LINE_DEPTH = 5
 
@@ -38,7 +42,17 @@ _BOOL = "tag:yaml.org,2002:bool"
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-class _Loader(yaml.SafeLoader):
+class _CheckedConstruction:
+    """Values PyYAML cannot build (a timestamp like 2025-13-45, a huge int) become marked YAML errors."""
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except (ValueError, OverflowError, TypeError) as e:
+            raise ConstructorError(None, None, f"invalid value ({e})", node.start_mark) from None
+
+
+class _Loader(_CheckedConstruction, yaml.SafeLoader):
     """SafeLoader with a nesting limit and YAML-1.2-like scalar resolution for ints, floats and booleans."""
 
     def __init__(self, stream: str) -> None:
@@ -47,19 +61,18 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: object) -> Node | None:
         self._depth += 1
+        self._composed = getattr(self, "_composed", 0) + 1
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels", mark)
+            if self._composed > MAX_COMPOSED_NODES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ComposerError(None, None, _TOO_MANY, mark)
             return super().compose_node(parent, index)  # type: ignore[arg-type]
         finally:
             self._depth -= 1
 
-    def construct_object(self, node: Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, OverflowError, TypeError) as e:  # e.g. a timestamp like 2025-13-45, a huge int
-            raise ConstructorError(None, None, f"invalid value ({e})", node.start_mark) from None
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -85,6 +98,49 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: libyaml (PyYAML's C parser) when installed: it parses about 20x faster than the pure-Python parser, so even
+#: a manifest at the size limit, or one made of tiny nodes, parses in bounded time (pure Python: ~0.1-0.5 MB/s)
+_LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
+
+if _LIBYAML:
+
+    class _CLoader(_CheckedConstruction, yaml.CSafeLoader):
+        """The C parser with the same scalar rules; nesting is checked on its event stream first."""
+
+    _CLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+_TOO_MANY = (f"more than {MAX_COMPOSED_NODES} YAML nodes; use items_from: (CSV or JSONL) for big item lists")
+
+
+def _check_events(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and more than MAX_COMPOSED_NODES nodes before the C composer (which
+    recurses, and builds every node) sees the document. The event stream is produced iteratively and nothing
+    is kept, so this pass is cheap (~1 us an event) and cannot itself run out of stack or memory."""
+    loader = yaml.CBaseLoader(text)
+    try:
+        depth = nodes = 0
+        while loader.check_event():
+            event: Any = loader.get_event()
+            mark: Any = event.start_mark
+            if isinstance(event, yaml.ScalarEvent | yaml.AliasEvent | yaml.CollectionStartEvent):
+                nodes += 1
+                if nodes > MAX_COMPOSED_NODES:
+                    raise ComposerError(None, None, _TOO_MANY, mark)
+            if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels", mark)
+            elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as e:  # libyaml stops flow nesting past 1000 levels by itself: same message
+        if "nesting depth" not in str(e.problem):
+            raise
+        raise ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels", e.problem_mark) from None
+    finally:
+        loader.dispose()
+
+
 @dataclass(frozen=True)
 class YamlDoc:
     """A parsed document: plain data (dicts, lists, scalars) and the start line of each path."""
@@ -103,9 +159,13 @@ class YamlDoc:
 
 def parse_yaml(text: str, where: str) -> YamlDoc:
     """Parse one YAML document; every problem is an InputError at `where:LINE`."""
-    loader: _Loader | None = None
+    loader: Any = None
     try:
-        loader = _Loader(text)
+        if _LIBYAML:
+            _check_events(text)
+            loader = _CLoader(text)
+        else:
+            loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             return YamlDoc(None, {(): 1})
@@ -128,7 +188,7 @@ def parse_yaml(text: str, where: str) -> YamlDoc:
         if loader is not None:
             loader.dispose()
     lines: dict[Path_, int] = {(): node.start_mark.line + 1}
-    _record_lines(node, (), lines)
+    _record_lines(node, (), lines, set())
     return YamlDoc(data, lines)
 
 
@@ -183,15 +243,19 @@ def _check_duplicate_keys(node: MappingNode) -> None:
             seen[ident] = key.start_mark.line + 1
 
 
-def _record_lines(node: Node, path: Path_, lines: dict[Path_, int]) -> None:
-    if len(path) >= LINE_DEPTH:
+def _record_lines(node: Node, path: Path_, lines: dict[Path_, int], seen: set[int]) -> None:
+    """Lines of the paths under `node`. Each node is walked once: below an alias of an already walked node,
+    paths fall back to the alias' own line (walking every alias again would record one entry per expanded
+    node: a 200 KB document of aliases made 1.8 million entries, 300 MB)."""
+    if len(path) >= LINE_DEPTH or id(node) in seen:
         return
+    seen.add(id(node))
     if isinstance(node, SequenceNode):
         for i, child in enumerate(node.value):
             lines[(*path, i)] = child.start_mark.line + 1
-            _record_lines(child, (*path, i), lines)
+            _record_lines(child, (*path, i), lines, seen)
     elif isinstance(node, MappingNode):
         for key, value in node.value:
             if isinstance(key, ScalarNode):
                 lines[(*path, key.value)] = key.start_mark.line + 1
-                _record_lines(value, (*path, key.value), lines)
+                _record_lines(value, (*path, key.value), lines, seen)

@@ -43,10 +43,20 @@ def make_http_client(timeout_s: float) -> httpx.Client:
     )
 
 
+#: shortest start of a key that is still cut from the end of a shortened message
+MIN_KEY_PREFIX_CHARS = 4
+
+
 def redact(text: str, secret: str | None) -> str:
-    """`text` with every occurrence of `secret` replaced (a provider may echo a key in an error body)."""
-    if secret and len(secret) >= 4:
-        return text.replace(secret, "***")
+    """`text` with every occurrence of `secret` replaced (a provider may echo a key in an error body). A message
+    shortened by `short_text` may end in the first part of the key (cut before redaction): that goes too."""
+    if not secret or len(secret) < MIN_KEY_PREFIX_CHARS:
+        return text
+    text = text.replace(secret, "***")
+    body, ellipsis = (text[:-3], "...") if text.endswith("...") else (text, "")
+    for n in range(len(secret) - 1, MIN_KEY_PREFIX_CHARS - 1, -1):
+        if body.endswith(secret[:n]):
+            return body[:-n] + "***" + ellipsis
     return text
 
 
