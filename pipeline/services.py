@@ -23,6 +23,7 @@ from pipeline.db.models import Job
 from pipeline.errors import InputError
 from pipeline.manifest import ItemSpec, Manifest, expand_items, load_manifest
 from pipeline.money import ZERO, usd
+from pipeline.providers.pricing import table_cost
 from pipeline.references import resolve_reference
 from pipeline.reports.queries import JobSummary, job_summary
 from pipeline.runtime import Runtime, open_runtime
@@ -104,13 +105,13 @@ def estimate(loaded: Loaded, settings: Settings, providers: list[str] | None = N
         cfg = settings.provider(name)
         total, lst, unpriced = ZERO, ZERO, set()
         for spec in loaded.specs:
-            price = cfg.price_for(spec.resolution)
             n_refs = len(spec.references)
             lst += list_cost(spec.resolution, n_refs)
+            price = table_cost(cfg, spec.resolution, n_refs)
             if price is None:
                 unpriced.add(spec.resolution)
                 continue
-            total += price + n_refs * cfg.prices.get("input_image", ZERO)
+            total += price
         out.append(ProviderEstimate(name, len(loaded.specs), None if unpriced else usd(total), usd(lst),
                                     tuple(sorted(unpriced))))
     return out

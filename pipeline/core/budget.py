@@ -12,12 +12,11 @@ from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from pipeline.config import BudgetCaps
 from pipeline.db.models import BudgetPeriod, Job
+from pipeline.db.session import upsert_insert
 from pipeline.money import ZERO
 
 
@@ -44,8 +43,7 @@ def periods(now: datetime, caps: BudgetCaps) -> list[tuple[str, Decimal]]:
 
 
 def _ensure_period(s: Session, period: str, cap: Decimal) -> None:
-    dialect = s.get_bind().dialect.name
-    ins = pg_insert(BudgetPeriod) if dialect == "postgresql" else sqlite_insert(BudgetPeriod)
+    ins = upsert_insert(s, BudgetPeriod)
     s.execute(ins.values(period=period, cap_usd=cap, spent_usd=ZERO, reserved_usd=ZERO, alerted_pct=0)
               .on_conflict_do_nothing(index_elements=["period"]))
     s.execute(update(BudgetPeriod).where(BudgetPeriod.period == period, BudgetPeriod.cap_usd != cap)

@@ -37,9 +37,8 @@ def rerun(sessions: sessionmaker[Session], ref: str, now: datetime, *, failed: b
             q = q.where(Item.key.in_(list(items)), Item.state.in_([str(x) for x in FINAL_STATES]))
         elif all_items:
             q = q.where(Item.state.in_([str(x) for x in FINAL_STATES]))
-        else:
-            states = [ItemState.FAILED, ItemState.BLOCKED] if failed or not items else []
-            q = q.where(Item.state.in_([str(x) for x in states]))
+        else:  # --failed, the default
+            q = q.where(Item.state.in_([ItemState.FAILED, ItemState.BLOCKED]))
         res = s.execute(q.values(state=ItemState.PENDING, attempts=0, next_attempt_at=now, failure_reason=None,
                                  lease_owner=None, lease_expires_at=None, queued_at=None, finished_at=None,
                                  provider_index=0, force=force, updated_at=now)

@@ -6,11 +6,8 @@ from decimal import Decimal
 
 from pipeline.config import ProviderConfig
 from pipeline.money import usd
-from pipeline.providers.presets import LIST_PRICES
+from pipeline.providers.pricing import STANDARD_RATES, list_price, table_cost
 
-#: per-million-token rates of gemini-3-pro-image-preview (standard tier); batch is half
-TEXT_OUT_PER_M = Decimal("12")
-PROMPT_PER_M = Decimal("2")
 #: thinking tokens we reserve for when a provider bills from usage (observed 291-748; reserve generously)
 THINKING_TOKENS_RESERVE = 2000
 #: prompt tokens an input image is billed at (the pricing page's 560)
@@ -20,7 +17,7 @@ MILLION = Decimal(1_000_000)
 
 def list_cost(resolution: str, n_references: int) -> Decimal:
     """Google's official list price for the same image: the per-image output price plus input images."""
-    return usd(Decimal(LIST_PRICES[resolution]) + n_references * Decimal(LIST_PRICES["input_image"]))
+    return usd(list_price(resolution) + n_references * list_price("input_image"))
 
 
 def estimate_cost(provider: ProviderConfig, resolution: str, n_references: int, prompt_chars: int) -> Decimal | None:
@@ -29,11 +26,11 @@ def estimate_cost(provider: ProviderConfig, resolution: str, n_references: int, 
     Flat-priced providers bill the table price (+ input images when priced). Usage-billed providers (Google's
     token billing) also bill thinking and prompt tokens, so the reserve adds a bound for those; settlement
     replaces the reserve with the real cost."""
-    image_price = provider.price_for(resolution)
-    if image_price is None:
+    total = table_cost(provider, resolution, n_references)
+    if total is None:
         return None
-    total = image_price + n_references * provider.prices.get("input_image", Decimal(0))
     if provider.cost_from_usage:
         prompt_tokens = prompt_chars // 2 + 64 + n_references * INPUT_IMAGE_TOKENS
-        total += (THINKING_TOKENS_RESERVE * TEXT_OUT_PER_M + prompt_tokens * PROMPT_PER_M) / MILLION
+        rates = STANDARD_RATES
+        total += (THINKING_TOKENS_RESERVE * rates.text_output + prompt_tokens * rates.input) / MILLION
     return usd(total)

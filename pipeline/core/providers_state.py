@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.db.models import Attempt, ProviderState
+from pipeline.db.session import upsert_insert
 from pipeline.states import AttemptOutcome, ProviderStatus
 
 
@@ -93,8 +92,7 @@ def record_success(s: Session, name: str, now: datetime) -> None:
 
 def set_status(s: Session, name: str, status: str, reason: str | None, until: datetime | None,
                now: datetime) -> None:
-    dialect = s.get_bind().dialect.name
-    ins = pg_insert(ProviderState) if dialect == "postgresql" else sqlite_insert(ProviderState)
+    ins = upsert_insert(s, ProviderState)
     values = {"name": name, "status": status, "reason": reason, "until": until, "updated_at": now}
     s.execute(ins.values(**values).on_conflict_do_update(index_elements=["name"], set_=values))
 

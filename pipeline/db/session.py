@@ -40,3 +40,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def upsert_insert(s: Session, table: Any) -> Any:
+    """An INSERT for `table` that supports ON CONFLICT on the session's dialect (Postgres or SQLite)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return pg_insert(table) if s.get_bind().dialect.name == "postgresql" else sqlite_insert(table)
