@@ -7,6 +7,7 @@ Order (later wins): built-in defaults (embedded mode) < pipeline.yaml (cwd, or -
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from collections.abc import Mapping
 from decimal import Decimal
@@ -17,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import InputError
+from pipeline.files import read_capped
+from pipeline.money import storable_problem
 from pipeline.providers.presets import PRESETS
 
 ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox"]
@@ -26,6 +29,45 @@ RESOLUTIONS = ("1K", "2K", "4K")
 CONFIG_FILE = "pipeline.yaml"
 #: largest config file we read
 MAX_CONFIG_BYTES = 1_000_000
+#: database backends the models and migrations are made for, and the Python module each driver needs
+DATABASE_DRIVERS = {
+    ("sqlite", "pysqlite"): "sqlite3",
+    ("postgresql", "psycopg"): "psycopg",
+    ("postgresql", "psycopg2"): "psycopg2",
+}
+
+
+def _storable(v: Decimal | None) -> Decimal | None:
+    if v is not None:
+        problem = storable_problem(v)
+        if problem:
+            raise ValueError(problem)
+    return v
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why `url` cannot be the pipeline's database (no I/O: parsed, and the driver module looked up), or None."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    except (ArgumentError, ValueError, TypeError):
+        return "not a database URL (sqlite:///path/to/file.db or postgresql+psycopg://host/db)"
+    module = DATABASE_DRIVERS.get((backend, driver))
+    if module is None:
+        return (f"unsupported database {parsed.drivername!r}: use sqlite:///path/to/file.db or "
+                "postgresql+psycopg://host/db")
+    if importlib.util.find_spec(module) is None:
+        return f"the driver for {parsed.drivername!r} is not installed (module {module!r})"
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory" or database.startswith(
+                "file::memory:"):
+            return ("an in-memory SQLite database lives in one connection and dies with it: give a file, "
+                    "e.g. sqlite:///.pipeline/pipeline.db")
+    return None
 
 
 class _Strict(BaseModel):
@@ -76,6 +118,13 @@ class ProviderConfig(_Strict):
             return out
         return v
 
+    @field_validator("prices")
+    @classmethod
+    def _storable_prices(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        for price in v.values():
+            _storable(price)
+        return v
+
     def price_for(self, resolution: str) -> Decimal | None:
         """Per-image price at this resolution, or None when unpriced (unknown, never free)."""
         return self.prices.get(resolution)
@@ -87,10 +136,15 @@ class ProviderConfig(_Strict):
 
 
 class BudgetCaps(_Strict):
-    daily_usd: Decimal | None = None
-    monthly_usd: Decimal | None = None
+    daily_usd: Decimal | None = Field(default=None, ge=0)
+    monthly_usd: Decimal | None = Field(default=None, ge=0)
     #: optional webhook for 50/80/100% alerts
     alert_webhook_url: str | None = None
+
+    @field_validator("daily_usd", "monthly_usd")
+    @classmethod
+    def _storable_caps(cls, v: Decimal | None) -> Decimal | None:
+        return _storable(v)
 
 
 class WorkerSettings(_Strict):
@@ -143,6 +197,14 @@ class Settings(_Strict):
     #: where config came from, for messages only
     source: str = "defaults"
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        problem = database_url_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @property
     def embedded(self) -> bool:
         return self.broker_url.startswith("memory://")
@@ -159,12 +221,7 @@ _TOP_KEYS = tuple(k for k in Settings.model_fields if k != "source")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read config: {e.strerror}", where=str(path)) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise InputError("config file too large", where=str(path))
+    raw = read_capped(path, MAX_CONFIG_BYTES, what="config", where=str(path))  # regular files only
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -233,7 +290,9 @@ def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] 
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"{loc}: {err['msg']}", where=source) from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        var = f"PIPELINE_{str(err['loc'][0]).upper()}" if err["loc"] else ""
+        raise InputError(f"{loc}: {msg}", where=var if var in env else source) from None
 
 
 def api_key(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> str | None:
