@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +25,7 @@ from pipeline import services
 from pipeline.clock import utcnow
 from pipeline.config import Settings, load_settings
 from pipeline.errors import InputError, PipelineError
+from pipeline.redact import redact_known
 from pipeline.reports import render
 from pipeline.reports.queries import JobSummary, Totals
 from pipeline.runtime import Runtime, open_runtime
@@ -40,7 +42,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
 
 def fail(e: PipelineError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+    """Print an error (its text escaped: it may quote stored data or input; keys cut out) and exit 2 for bad
+    input, 1 otherwise."""
+    err.print(f"[bold red]error:[/] {escape(redact_known(str(e)))}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(2 if isinstance(e, InputError) else 1)
 
 
@@ -77,8 +81,8 @@ def validate(manifest: Path, config: ConfigOpt = None) -> None:
     """Check a manifest (and its references and templates) without writing anything."""
     settings = settings_from(config)
     loaded = guarded(lambda: services.load(manifest, settings))
-    out.print(f"[green]ok[/] {manifest}: job {loaded.manifest.job!r}, {len(loaded.specs)} items, "
-              f"providers {', '.join(loaded.manifest.providers)}")
+    out.print(f"[green]ok[/] {escape(str(manifest))}: job {escape(repr(loaded.manifest.job))}, "
+              f"{len(loaded.specs)} items, providers {escape(', '.join(loaded.manifest.providers))}")
 
 
 @app.command()
@@ -101,7 +105,7 @@ def estimate(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
     for r in rows:
         cost = "unpriced " + ",".join(r.unpriced) if r.cost_usd is None else money(r.cost_usd)
         saved = "" if r.cost_usd is None else money(r.list_cost_usd - r.cost_usd)
-        t.add_row(r.provider, str(r.images), cost, money(r.list_cost_usd), saved)
+        t.add_row(escape(r.provider), str(r.images), escape(cost), money(r.list_cost_usd), saved)
     out.print(t)
 
 
@@ -116,9 +120,10 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
         started = utcnow()
         res = guarded(lambda: services.submit(rt, loaded, started))
         if not as_json:
-            out.print(f"job {res.job_id} {res.name}: {len(loaded.specs)} items ({res.summary()})")
+            out.print(f"job {res.job_id} {escape(res.name)}: {len(loaded.specs)} items ({res.summary()})")
         final = _process_with_progress(rt, res.job_id, len(loaded.specs), as_json=as_json, concurrency=concurrency)
-        this_run = services.summary(rt, res.job_id, since=started)
+        services.flush_spool(rt)
+        this_run = services.summary(rt, res.job_id, since=started, with_spool=True)
     if as_json:
         emit_json(this_run.as_json())
     else:
@@ -127,7 +132,7 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
         if t.images == 0 and t.cache_hits > 0:
             out.print(f"[green]nothing new generated:[/] all {t.cache_hits} images came from the cache, "
                       f"$0.00 spent, {money(t.saved_usd)} saved against the list price")
-    raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
+    raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] or this_run.spooled_items else 0)
 
 
 class JobProgress:
@@ -136,7 +141,7 @@ class JobProgress:
     def __init__(self, label: str, total: int | None, *, disable: bool = False) -> None:
         self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, disable=disable)
-        self._task = self._bar.add_task(label, total=total, detail="")
+        self._task = self._bar.add_task(escape(label), total=total, detail="")
 
     def __enter__(self) -> JobProgress:
         self._bar.start()
@@ -173,14 +178,17 @@ def submit(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False) -
                        "unchanged": res.unchanged, "cached_expected": res.cached})
         else:
             out.print(f"{res.job_id}")
-            err.print(f"job {res.job_id} {res.name}: {res.summary()}")
+            err.print(f"job {res.job_id} {escape(res.name)}: {res.summary()}")
     finally:
         rt.close()
 
 
-def _with_runtime(config: Path | None, fn: Callable[[Runtime], T], *, migrate: bool = True) -> T:
+def _with_runtime(config: Path | None, fn: Callable[[Runtime], T], *, migrate: bool = True,
+                  create_db: bool = False) -> T:
+    """Run `fn` with a runtime for a command on existing jobs: a SQLite database that does not exist is not
+    created (exit 2: nothing submitted yet) unless `create_db`."""
     settings = settings_from(config)
-    rt = guarded(lambda: open_runtime(settings, migrate_db=migrate, check_storage=False))
+    rt = guarded(lambda: open_runtime(settings, migrate_db=migrate, check_storage=False, create_db=create_db))
     try:
         return guarded(lambda: fn(rt))
     finally:
@@ -209,7 +217,7 @@ def status(job: str, config: ConfigOpt = None, as_json: JsonOpt = False,
                     if s.finished or s.state in ("paused", "cancelled"):
                         break
                     time.sleep(1)
-        return services.summary(rt, job_id)
+        return services.summary(rt, job_id, with_spool=True)
 
     s = _with_runtime(config, show)
     emit_json(s.as_json()) if as_json else render_summary(s)
@@ -248,8 +256,9 @@ def rerun(job: str, config: ConfigOpt = None,
 def _job_providers(settings: Settings, ref: str) -> list[str]:
     """The providers a job uses (to start an in-process sandbox for it), read without migrating anything."""
     from pipeline.core.control import find_job
-    from pipeline.db.session import make_engine, make_sessionmaker
+    from pipeline.db.session import check_sqlite_location, make_engine, make_sessionmaker
 
+    guarded(lambda: check_sqlite_location(settings.database_url, create=False))
     engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as s:
@@ -311,6 +320,9 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
         fail(InputError(f"unknown grouping {by!r} (one of {', '.join(GROUPINGS)})", where="--by"))
     if html_file is not None and job is None:
         fail(InputError("--html needs a JOB", where="--html"))
+    for target, opt in ((csv_file, "--csv"), (html_file, "--html")):
+        if target is not None:
+            _check_writable(target, opt)
     t0 = _parse_time(since, "--since")
     t1 = _parse_time(until, "--until")
 
@@ -324,20 +336,44 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
                 from pipeline.db.models import Job
 
                 summ = job_summary(s, s.get_one(Job, job_id), since=t0, until=t1)
+        if summ is not None:
+            services.add_spool_state(rt.sessions, summ)
         if html_file is not None and job_id is not None:
             page = build_job_page(rt.sessions, rt.storage, job_id, utcnow(), since=t0, until=t1,
                                   gallery_limit=gallery)
-            size = write_html(html_file, page)
-            err.print(f"wrote {html_file} ({size / 1024:,.0f} KiB, {len(page.thumbs)} thumbnails)")
+            if summ is not None:
+                page.summary.spooled_items, page.summary.spooled_keys = summ.spooled_items, summ.spooled_keys
+            size = _write(lambda: write_html(html_file, page), html_file, "--html")
+            err.print(f"wrote {escape(str(html_file))} ({size / 1024:,.0f} KiB, {len(page.thumbs)} thumbnails)")
         return summ, rows, total
 
     summ, rows, total = _with_runtime(config, build)
     if csv_file is not None:
-        render.write_csv(csv_file, by, rows)
+        _write(lambda: render.write_csv(csv_file, by, rows), csv_file, "--csv")
     if as_json:
         emit_json(render.report_json(summ, by, rows, total, since=t0, until=t1))
     else:
         render.render_report(out, summ, by, rows, total)
+
+
+def _check_writable(path: Path, opt: str) -> None:
+    """Refuse, before any work, an output file whose directory is missing or not writable."""
+    import os
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        fail(InputError(f"directory {str(parent)!r} does not exist", where=f"{opt} {path}"))
+    if path.is_dir():
+        fail(InputError("is a directory", where=f"{opt} {path}"))
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(InputError("not writable", where=f"{opt} {path}"))
+
+
+def _write(fn: Callable[[], T], path: Path, opt: str) -> T:
+    try:
+        return fn()
+    except OSError as e:
+        fail(InputError(f"cannot write: {e.strerror or type(e).__name__}", where=f"{opt} {path}"))
 
 
 def _parse_time(v: str | None, where: str) -> datetime | None:
@@ -398,7 +434,7 @@ def beat(config: ConfigOpt = None) -> None:
 
 
 @app.command()
-def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8090,
+def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1", min=1, max=65535)] = 8090,
             host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
             profile: Annotated[Path | None, typer.Option(help="sandbox profile YAML")] = None) -> None:
     """Run the provider simulator (Gemini, batch, OpenAI images, Replicate wire formats)."""
@@ -406,13 +442,16 @@ def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8090,
     from pipeline.sandbox.server import serve_forever
 
     prof = guarded(lambda: load_profile(profile)) if profile else None
-    serve_forever(prof, host, port)
+    try:
+        serve_forever(prof, host, port)
+    except (OSError, OverflowError) as e:  # the port is taken, not ours, or the host cannot be bound
+        fail(InputError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}", where="--port"))
 
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply the database migrations (Postgres or SQLite)."""
-    _with_runtime(config, lambda rt: None, migrate=True)
+    _with_runtime(config, lambda rt: None, migrate=True, create_db=True)
     out.print("database at head")
 
 

@@ -25,12 +25,14 @@ from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
 from pipeline.core.context import Context, GateLike, ProviderRegistry
 from pipeline.db.migrate import upgrade
-from pipeline.db.session import make_engine, make_sessionmaker
-from pipeline.errors import InputError
+from pipeline.db.session import check_sqlite_location, make_engine, make_sessionmaker
+from pipeline.errors import InputError, StorageError
+from pipeline.logging_setup import secrets_of
 from pipeline.providers.base import Provider, Reference
 from pipeline.providers.factory import make_batch_client, make_provider
 from pipeline.providers.gemini_batch import GeminiBatchClient
 from pipeline.providers.http import make_http_client
+from pipeline.redact import install as install_secrets
 from pipeline.storage.base import Storage
 from pipeline.storage.factory import open_storage
 from pipeline.storage.s3 import S3Reader
@@ -101,21 +103,27 @@ def make_gate(settings: Settings) -> tuple[GateLike, Callable[[], None]]:
     return LocalGate(), lambda: None
 
 
+def check_storage_location(storage: Storage, url: str) -> None:
+    """`storage.check()`, with a refusal that retrying cannot fix (no credentials, no bucket, a link in a file
+    root leading outside it) turned into an InputError naming storage_url: exit 2, before anything is paid."""
+    try:
+        storage.check()
+    except StorageError as e:
+        if e.retryable:
+            raise
+        raise InputError(str(e), where=f"storage_url {url}") from None
+
+
 def reference_loader(storage_get: Callable[[str, str], bytes] | None, *,
                      allow_private: bool) -> Callable[[dict[str, Any]], Reference]:
-    """Load a reference recorded at submit; its content must still hash to what the cache key was made of."""
+    """Load a reference recorded at submit (same size and type limits as at submit: references.reread_reference);
+    its content must still hash to what the cache key was made of."""
 
     def load(ref: dict[str, Any]) -> Reference:
-        source = str(ref["source"])
-        if "://" in source:
-            from pipeline.references import fetch_reference_bytes
+        from pipeline.references import reread_reference
 
-            data = fetch_reference_bytes(source, s3_get=storage_get, allow_private=allow_private)
-        else:
-            try:
-                data = Path(source).read_bytes()
-            except OSError as e:
-                raise InputError(f"reference cannot be read: {e.strerror}", where=source) from None
+        source = str(ref["source"])
+        data = reread_reference(source, s3_get=storage_get, allow_private=allow_private)
         digest = hashlib.sha256(data).hexdigest()
         if digest != ref["sha256"]:
             raise InputError("reference changed since the job was submitted; submit the manifest again",
@@ -125,15 +133,25 @@ def reference_loader(storage_get: Callable[[str, str], bytes] | None, *,
     return load
 
 
-def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: bool = True,
+def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: bool = True, create_db: bool = True,
                  provider_overrides: dict[str, dict[str, Any]] | None = None) -> Runtime:
     """Build everything a process needs. `provider_overrides` patches provider configs (e.g. the base_url
-    of an in-process sandbox) without touching the user's config."""
+    of an in-process sandbox) without touching the user's config. `create_db=False` (read-only commands)
+    refuses a SQLite database that does not exist instead of creating it.
+
+    Checked before the database is created or touched: the storage URL (parsed), the storage itself
+    (`Storage.check`: reachable, writable, no link leading out of a file root; a storage that refuses for good,
+    such as bad credentials, no bucket or an unsafe root, is an InputError: exit 2), the SQLite location."""
     if provider_overrides:
         providers = dict(settings.providers)
         for name, patch in provider_overrides.items():
             providers[name] = providers[name].model_copy(update=patch)
         settings = settings.model_copy(update={"providers": providers})
+    install_secrets(secrets_of(settings))  # failure reasons this process stores are redacted
+    inner = open_storage(settings.storage_url)
+    if check_storage:
+        check_storage_location(inner, settings.storage_url)
+    check_sqlite_location(settings.database_url, create=create_db)
     closers: list[Callable[[], None]] = []
     engine = make_engine(settings.database_url, pool_size=settings.worker.db_pool_size)
     closers.append(engine.dispose)
@@ -146,9 +164,6 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
     if migrate_db:
         migrate(engine)
     sessions = make_sessionmaker(engine)
-    inner = open_storage(settings.storage_url)
-    if check_storage:
-        inner.check()
     host = socket.gethostname()[:32]
     if check_storage:
         adopt_orphans(inner, SPOOL_ROOT, host, alive=pid_alive)

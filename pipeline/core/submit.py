@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.core.output_keys import refuse_shared_keys
 from pipeline.db.models import CacheEntry, Item, Job
 from pipeline.states import FINAL_STATES, ItemState, JobState
 
@@ -60,6 +61,8 @@ class JobSpec:
     max_usd: Decimal | None = None
     max_price_usd: Decimal | None = None
     deadline_at: datetime | None = None
+    #: the manifest says `output: {shared: true}`: its keys may also be other jobs' keys
+    shared_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ def submit(sessions: sessionmaker[Session], job: JobSpec, specs: Sequence[SpecLi
             existing = {k: (i, h, st) for i, k, h, st in
                         s.execute(select(Item.id, Item.key, Item.spec_hash, Item.state).where(Item.job_id == row.id))}
         job_id = row.id
+        if not job.shared_keys:
+            refuse_shared_keys(s, job_id, specs)
         if in_transaction is not None:
             in_transaction(s, job_id)
         ready = _ready_keys(s, [sp.cache_key for sp in specs])

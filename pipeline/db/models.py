@@ -22,13 +22,39 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.money import ZERO
+from pipeline.redact import MAX_DETAIL_CHARS, MAX_REASON_CHARS, bounded
 
 Money = Numeric(14, 6, asdecimal=True)
+
+
+class BoundedText(TypeDecorator[str]):
+    """TEXT whose every written value goes through `pipeline.redact.bounded`: configured keys cut out, NUL
+    replaced (Postgres refuses it, SQLite would keep it), at most `limit` characters. For text that comes from
+    providers and errors (failure reasons, attempt details), whichever code path writes it."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else bounded(str(value), self.limit)
+
+    def process_literal_param(self, value: str | None, dialect: Dialect) -> str:
+        return "" if value is None else bounded(str(value), self.limit)
+
+    @property
+    def python_type(self) -> type[str]:
+        return str
 #: ids: BIGINT on Postgres, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements)
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -77,6 +103,8 @@ class Item(Base):
         UniqueConstraint("job_id", "key"),
         Index("ix_items_due", "state", "next_attempt_at"),
         Index("ix_items_job_state", "job_id", "state"),
+        #: submit looks up other jobs writing the same keys (core.output_keys)
+        Index("ix_items_output_key", "output_key"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -105,7 +133,8 @@ class Item(Base):
     #: index into the job's provider list currently used (failover moves it on)
     provider_index: Mapped[int] = mapped_column(Integer, default=0)
     provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: why it failed or waits, for people: redacted and at most MAX_REASON_CHARS (pipeline.redact)
+    failure_reason: Mapped[str | None] = mapped_column(BoundedText(MAX_REASON_CHARS), nullable=True)
     stored_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     thumb_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
@@ -129,7 +158,7 @@ class Attempt(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="started")
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    error_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_detail: Mapped[str | None] = mapped_column(BoundedText(MAX_DETAIL_CHARS), nullable=True)
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cost_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     cost_source: Mapped[str | None] = mapped_column(String(16), nullable=True)

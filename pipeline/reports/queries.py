@@ -46,6 +46,16 @@ class JobSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     #: calls whose outcome is unknown (timeouts, crashes, unreadable answers): they may have been billed
     maybe_billed_calls: int = 0
+    #: succeeded/cached items whose image is paid for but waits in a spool of this host, not yet in storage
+    #: (filled by services.summary(with_spool=True); None when not looked at)
+    spooled_items: int | None = None
+    #: the first of those items' ids
+    spooled_keys: list[str] = field(default_factory=list)
+
+    @property
+    def stored_items(self) -> int:
+        """Succeeded and cached items whose image is in storage (spooled ones not counted)."""
+        return self.counts.get("succeeded", 0) + self.counts.get("cached", 0) - (self.spooled_items or 0)
 
     @property
     def finished(self) -> bool:
@@ -68,6 +78,9 @@ class JobSummary:
             "by_resolution": {k: v.as_json() for k, v in self.by_resolution.items()},
             "failures": [{"item": k, "reason": r} for k, r in self.failures],
             "maybe_billed_calls": self.maybe_billed_calls,
+            **({} if self.spooled_items is None else {
+                "stored_items": self.stored_items, "spooled_items": self.spooled_items,
+                "spooled": list(self.spooled_keys)}),
         }
 
 

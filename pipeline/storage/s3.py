@@ -190,6 +190,9 @@ class S3Storage:
             raise translate_error(exc, "check", self._where(""), self._endpoint()) from exc
         self._call("create bucket", "", self._create_bucket)
 
+    def check_location(self) -> None:
+        """Nothing to check without the network: every key is confined to the prefix when it is built."""
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _create_bucket(self) -> None:
