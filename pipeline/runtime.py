@@ -139,9 +139,10 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
     of an in-process sandbox) without touching the user's config. `create_db=False` (read-only commands)
     refuses a SQLite database that does not exist instead of creating it.
 
-    Checked before the database is created or touched: the storage URL (parsed), the storage itself
-    (`Storage.check`: reachable, writable, no link leading out of a file root; a storage that refuses for good,
-    such as bad credentials, no bucket or an unsafe root, is an InputError: exit 2), the SQLite location."""
+    Checked before the database is created or touched: the storage URL (parsed), the SQLite location (its
+    directory must exist), the storage itself (`Storage.check`: reachable, writable, no link leading out of a
+    file root; a storage that refuses for good, such as bad credentials, no bucket or an unsafe root, is an
+    InputError: exit 2)."""
     if provider_overrides:
         providers = dict(settings.providers)
         for name, patch in provider_overrides.items():
@@ -149,9 +150,9 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
         settings = settings.model_copy(update={"providers": providers})
     install_secrets(secrets_of(settings))  # failure reasons this process stores are redacted
     inner = open_storage(settings.storage_url)
+    check_sqlite_location(settings.database_url, create=create_db, mkdir=False)
     if check_storage:
         check_storage_location(inner, settings.storage_url)
-    check_sqlite_location(settings.database_url, create=create_db)
     closers: list[Callable[[], None]] = []
     engine = make_engine(settings.database_url, pool_size=settings.worker.db_pool_size)
     closers.append(engine.dispose)

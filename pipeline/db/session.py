@@ -23,10 +23,10 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
 
 
-def check_sqlite_location(url: str, *, create: bool = True) -> None:
+def check_sqlite_location(url: str, *, create: bool = True, mkdir: bool = True) -> None:
     """Refuse (InputError, nothing created) a SQLite file whose directory does not exist, unless it is the
-    default state directory (`.pipeline/` in the working directory, created here); with `create=False`,
-    refuse a database file that does not exist yet (read-only commands must not create one)."""
+    default state directory (`.pipeline/` in the working directory, created here unless `mkdir=False`); with
+    `create=False`, refuse a database file that does not exist yet (read-only commands must not create one)."""
     path = sqlite_path(url)
     if path is None:
         return
@@ -40,7 +40,8 @@ def check_sqlite_location(url: str, *, create: bool = True) -> None:
     if parent.exists():
         raise InputError(f"{parent} is not a directory", where="database_url")
     if parent == Path(STATE_DIR) or parent.resolve() == Path(STATE_DIR).resolve():
-        parent.mkdir(parents=True, exist_ok=True)
+        if mkdir:
+            parent.mkdir(parents=True, exist_ok=True)
         return
     raise InputError(f"the directory of the SQLite database does not exist: {parent} (create it first)",
                      where="database_url")

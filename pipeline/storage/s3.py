@@ -20,7 +20,7 @@ import boto3.session
 from botocore import exceptions as bx
 from botocore.config import Config
 
-from pipeline.errors import StorageError
+from pipeline.errors import InputError, StorageError
 from pipeline.storage.keys import UnsafeKey, sanitize_key
 
 if TYPE_CHECKING:
@@ -92,17 +92,20 @@ def make_s3_client(
         retries={"max_attempts": opts.max_attempts, "mode": "standard"},
         max_pool_connections=opts.max_pool_connections,
     )
-    if env is None:
-        return boto3.session.Session().client("s3", config=config)
-    session = boto3.session.Session(
-        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-        aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-        region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-        profile_name=env.get("AWS_PROFILE") or None,
-    )
-    endpoint_url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
+    try:
+        if env is None:
+            return boto3.session.Session().client("s3", config=config)
+        session = boto3.session.Session(
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+            region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            profile_name=env.get("AWS_PROFILE") or None,
+        )
+        endpoint_url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+        return session.client("s3", endpoint_url=endpoint_url, config=config)
+    except (bx.BotoCoreError, ValueError) as exc:  # an unknown AWS_PROFILE, a bad endpoint URL or region
+        raise InputError(f"cannot set up the S3 client: {_scrub(str(exc))}", where="AWS settings") from None
 
 
 class S3Storage:
