@@ -77,7 +77,7 @@ def load(path: Path, settings: Settings, *, extra_vars: Mapping[str, object] | N
         manifest=manifest.model_dump(mode="json", exclude={"items"}), manifest_path=str(path.resolve()),
         region=manifest.region, max_usd=manifest.budget.max_usd if manifest.budget else None,
         max_price_usd=manifest.max_price, deadline_at=manifest.deadline_at(),
-        shared_keys=bool(manifest.output and manifest.output.shared),
+        exclusive_keys=not (manifest.output and manifest.output.shared),
     )
     return Loaded(manifest, specs, job)
 

@@ -61,8 +61,8 @@ class JobSpec:
     max_usd: Decimal | None = None
     max_price_usd: Decimal | None = None
     deadline_at: datetime | None = None
-    #: the manifest says `output: {shared: true}`: its keys may also be other jobs' keys
-    shared_keys: bool = False
+    #: refuse output keys that an item of another job also has (manifests: unless `output: {shared: true}`)
+    exclusive_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def submit(sessions: sessionmaker[Session], job: JobSpec, specs: Sequence[SpecLi
             existing = {k: (i, h, st) for i, k, h, st in
                         s.execute(select(Item.id, Item.key, Item.spec_hash, Item.state).where(Item.job_id == row.id))}
         job_id = row.id
-        if not job.shared_keys:
+        if job.exclusive_keys:
             refuse_shared_keys(s, job_id, specs)
         if in_transaction is not None:
             in_transaction(s, job_id)

@@ -25,7 +25,7 @@ def write_manifest(path: Path, *, job: str = "social", cron: str = "0 6 * * 1", 
     path.write_text(yaml.safe_dump({
         "job": job, "providers": list(providers),
         "schedule": {"cron": cron, "timezone": timezone},
-        "output": {"key": "social/{{ run_date }}/{{ id }}.png"},
+        "output": {"key": "social/{{ schedule }}/{{ run_date }}/{{ id }}.png"},  # one key per schedule and run
         "prompt": prompt or "Post {{ id }} for the week of {{ run_date }} ({{ schedule }})",
         "items": [{"id": f"post-{i}", "aspect_ratio": ["9:16", "1:1", "4:5", "16:9"][i % 4]} for i in range(items)],
     }))

@@ -127,6 +127,8 @@ def test_a_link_that_appears_after_the_check_costs_one_recorded_call(tmp_path: P
         billed = sandbox.ledger()
     finally:
         sandbox.stop()
+    print(f"storage figures: {billed['billed_images']} paid call, ledger ${Decimal(ledger)} (sandbox billed "
+          f"${billed['billed_usd']}), item {item.state}: {item.failure_reason}")
     assert billed["billed_images"] == 1
     assert rows == 1 and Decimal(ledger) == Decimal(billed["billed_usd"]) > 0
     assert item.state == "failed" and item.failure_reason is not None
