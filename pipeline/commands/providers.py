@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from pipeline.reports.health import ProviderHealth
-from pipeline.reports.render import error_classes, pct, secs
+from pipeline.reports.render import error_classes, esc, pct, secs
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.yaml to read (default: ./pipeline.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
@@ -69,16 +69,16 @@ def _overview(rows: list[ProviderHealth]) -> Table:
         t.add_column(col, justify="left" if col in ("name", "kind", "state") else "right")
     for h in rows:
         cfg = h.config
-        state = h.state_text + (f" ({h.reason})" if h.reason else "")
+        state = esc(h.state_text + (f" ({h.reason})" if h.reason else ""))  # a provider's reason: data
         colour = "green" if h.state == "ok" else "red" if h.state == "paused" else "yellow"
         g = h.gate
         if g is not None:
             rate = f"{g.rate_per_min:,.1f} / {g.limit_per_min:,.1f}"
             flight, today = f"{g.in_flight}/{g.concurrency}", f"{g.today:,}/{g.daily_limit:,}"
         else:
-            rate, flight, today = (h.gate_error or "-"), "-", "-"
+            rate, flight, today = esc(h.gate_error or "-"), "-", "-"
         w1, wd = h.windows.get("1h"), h.windows.get("1d")
-        t.add_row(h.name, cfg.kind if cfg else "(not configured)", f"[{colour}]{state}[/]", rate, flight, today,
+        t.add_row(esc(h.name), cfg.kind if cfg else "(not configured)", f"[{colour}]{state}[/]", rate, flight, today,
                   str(w1.requests) if w1 else "-", pct(w1.success_rate) if w1 else "-",
                   pct(w1.rate_429) if w1 else "-", str(wd.requests) if wd else "-",
                   pct(wd.success_rate) if wd else "-", pct(wd.rate_429) if wd else "-")
@@ -91,9 +91,9 @@ def _stability(title: str, label: str, rows: list[ProviderHealth]) -> Table:
         t.add_column(col, justify="left" if col in ("provider", "errors") else "right")
     for h in rows:
         st = h.windows[label]
-        t.add_row(h.name, str(st.requests), str(st.in_flight), pct(st.success_rate), secs(st.p50_ms),
+        t.add_row(esc(h.name), str(st.requests), str(st.in_flight), pct(st.success_rate), secs(st.p50_ms),
                   secs(st.p95_ms), secs(st.max_ms), str(st.http_429), pct(st.rate_429),
-                  error_classes(st.error_classes))
+                  esc(error_classes(st.error_classes)))
     return t
 
 
@@ -118,4 +118,5 @@ def resume(name: Annotated[str, typer.Argument(help="provider to resume")], conf
         return before
 
     before = cli._with_runtime(config, go)
-    cli.out.print(f"provider {name}: ok" + (f" (was {before})" if before else " (was not paused)"), highlight=False)
+    cli.out.print(f"provider {esc(name)}: ok" + (f" (was {esc(before)})" if before else " (was not paused)"),
+                  highlight=False)

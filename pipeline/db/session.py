@@ -31,7 +31,7 @@ def check_sqlite_location(url: str, *, create: bool = True, mkdir: bool = True) 
     if path is None:
         return
     if not create and not path.exists():
-        raise InputError(f"no database at {path}: nothing has been submitted here yet "
+        raise InputError(f"no database at {path}: nothing has been submitted or scheduled here yet "
                          "(run `pipeline submit` or `pipeline run` first, or check database_url)",
                          where="database_url")
     parent = path.parent

@@ -125,7 +125,7 @@ def test_a_provider_echoing_parts_of_the_key_stores_none_of_them(tmp_path: Path,
     echo = " | ".join(PARTS.values()) + " " + "padding " * 2000
 
     class Echo(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length", "0")))
             body = json.dumps({"error": {"code": 400, "status": "INVALID_ARGUMENT",
                                          "message": f"API key not valid: {echo}"}}).encode()
