@@ -125,11 +125,18 @@ class _Budget:
     def start(self) -> None:
         self.work = 0
         self.iterations = 0
+        self.steps = 0
         self.deadline = time.monotonic() + MAX_RENDER_S
 
     def clock(self) -> None:
         if time.monotonic() > self.deadline:
             raise SecurityError(f"the template takes longer than {MAX_RENDER_S:g} s to render")
+
+    def tick(self) -> None:
+        """A cheap step: the clock is read every _CLOCK_EVERY steps."""
+        self.steps += 1
+        if self.steps % _CLOCK_EVERY == 0:
+            self.clock()
 
     def value(self, size: int, what: str = "a value") -> None:
         """Refuse making `what` of `size` characters; count it as work."""
@@ -160,7 +167,10 @@ class _CodeGenerator(CodeGenerator):
         self.write("))")
 
 
-#: filters whose output can be much larger than their input, and the bound of their result
+#: filters whose result can be much larger than their input (or costly to make): bounded before they run
+_BOUNDED_FILTERS = frozenset({"center", "indent", "replace", "format", "wordwrap", "join", "sum"})
+
+
 def _filter_bound(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
     value = args[0] if args else ""
     rest = args[1:]
@@ -189,8 +199,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.budget = _Budget()
-        self.globals[_LOOP_GUARD] = self._loop_guard
         self.filters = {name: self._guarded_filter(name, fn) for name, fn in self.filters.items()}
+        self.filters[_LOOP_GUARD] = self._loop_guard
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         """Refuse at once. Jinja's sandbox returns an Undefined here, which `map(attribute='__class__')`, `sort`
@@ -224,19 +234,36 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return self.budget.iterate(iterable)
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        """Every `{% for %}` iterates through the loop guard (counted iterations, the clock checked)."""
+        """Every `{% for %}` iterates through the loop guard (counted iterations, the clock checked), applied as a
+        filter: a direct call, cheaper than a sandboxed one."""
         tree = super()._parse(source, name, filename)
         for loop in tree.find_all(nodes.For):
-            loop.iter = nodes.Call(nodes.Name(_LOOP_GUARD, "load", lineno=loop.lineno), [loop.iter], [], None, None,
-                                   lineno=loop.lineno)
+            loop.iter = nodes.Filter(loop.iter, _LOOP_GUARD, [], [], None, None, lineno=loop.lineno)
         return tree
 
     # -- calls, filters and operators --------------------------------------------------------------------------
     def _guarded_filter(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        skip = 1 if getattr(fn, "jinja_pass_arg", None) is not None else 0
+        budget = self.budget
+
+        if name not in _BOUNDED_FILTERS:
+            @functools.wraps(fn)
+            def plain(*args: Any, **kwargs: Any) -> Any:
+                """A filter whose result is at most a few times its input: checked after, cheaply."""
+                budget.tick()
+                if kwargs or len(args) > skip + 1:
+                    _check_int_args(args[skip + 1:], kwargs.values())
+                result = fn(*args, **kwargs)
+                if isinstance(result, str | list | tuple) and len(result) > 256:
+                    budget.value(len(result), f"the `{name}` filter's result")
+                return result
+
+            return plain
+
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            self.budget.clock()
-            values = args[1:] if getattr(fn, "jinja_pass_arg", None) is not None else args
+            budget.clock()
+            values = args[skip:]
             _check_int_args(values[1:], kwargs.values())
             if name == "sum" and not isinstance(kwargs.get("start", values[2] if len(values) > 2 else 0), int | float):
                 raise SecurityError("the `sum` filter adds numbers only")
