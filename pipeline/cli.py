@@ -314,6 +314,7 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
     """Cost report: a job's summary, or the ledger grouped by provider, day, tag, resolution or job."""
     from pipeline.reports.html import write_html
     from pipeline.reports.jobpage import build_job_page
+    from pipeline.reports.outfile import check_writable, write_refusing
     from pipeline.reports.queries import GROUPINGS, job_summary, ledger_report, ledger_totals
 
     if by not in GROUPINGS:
@@ -322,7 +323,7 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
         fail(InputError("--html needs a JOB", where="--html"))
     for target, opt in ((csv_file, "--csv"), (html_file, "--html")):
         if target is not None:
-            _check_writable(target, opt)
+            guarded(lambda: check_writable(target, opt))  # noqa: B023 - called at once
     t0 = _parse_time(since, "--since")
     t1 = _parse_time(until, "--until")
 
@@ -343,37 +344,17 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
                                   gallery_limit=gallery)
             if summ is not None:
                 page.summary.spooled_items, page.summary.spooled_keys = summ.spooled_items, summ.spooled_keys
-            size = _write(lambda: write_html(html_file, page), html_file, "--html")
+            size = write_refusing(lambda: write_html(html_file, page), html_file, "--html")
             err.print(f"wrote {escape(str(html_file))} ({size / 1024:,.0f} KiB, {len(page.thumbs)} thumbnails)")
         return summ, rows, total
 
     summ, rows, total = _with_runtime(config, build)
     if csv_file is not None:
-        _write(lambda: render.write_csv(csv_file, by, rows), csv_file, "--csv")
+        guarded(lambda: write_refusing(lambda: render.write_csv(csv_file, by, rows), csv_file, "--csv"))
     if as_json:
         emit_json(render.report_json(summ, by, rows, total, since=t0, until=t1))
     else:
         render.render_report(out, summ, by, rows, total)
-
-
-def _check_writable(path: Path, opt: str) -> None:
-    """Refuse, before any work, an output file whose directory is missing or not writable."""
-    import os
-
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        fail(InputError(f"directory {str(parent)!r} does not exist", where=f"{opt} {path}"))
-    if path.is_dir():
-        fail(InputError("is a directory", where=f"{opt} {path}"))
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        fail(InputError("not writable", where=f"{opt} {path}"))
-
-
-def _write(fn: Callable[[], T], path: Path, opt: str) -> T:
-    try:
-        return fn()
-    except OSError as e:
-        fail(InputError(f"cannot write: {e.strerror or type(e).__name__}", where=f"{opt} {path}"))
 
 
 def _parse_time(v: str | None, where: str) -> datetime | None:
