@@ -38,6 +38,7 @@ from pipeline.gate.backoff import backoff_s
 from pipeline.gate.base import GateLimits
 from pipeline.logging_setup import log_context, set_log_job
 from pipeline.money import ZERO
+from pipeline.notify.events import claim_budget
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, ResumableProvider
 from pipeline.states import AttemptOutcome, ItemState, ProviderStatus
 
@@ -153,6 +154,8 @@ def _finish(ctx: Context, s: Session, item: Item, state: ItemState, reason: str 
     ok = _transition(ctx, s, item.id, now, state=state, failure_reason=reason, finished_at=now)
     if state in (ItemState.FAILED, ItemState.BLOCKED, ItemState.CANCELLED):
         cache.abandon(s, item.cache_key, item.id)
+    if ok and state == ItemState.BLOCKED:
+        claim_budget(s, item.job_id, ctx.settings.notify, now)  # the run's budget notification, once
     return ok
 
 

@@ -190,6 +190,18 @@ class S3Storage:
             raise translate_error(exc, "check", self._where(""), self._endpoint()) from exc
         self._call("create bucket", "", self._create_bucket)
 
+    # -- beyond the protocol ---------------------------------------------------------------------
+
+    def presigned_url(self, key: str, expires_s: int = 300, content_type: str | None = None) -> str:
+        """A time-limited GET URL for one object (signed locally: no request is made). The review app sends
+        browsers here instead of proxying the bytes."""
+        full = self._full_key(key)
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": full}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        return self._call("presign", full, lambda: self.client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=int(expires_s)))
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _create_bucket(self) -> None:
