@@ -220,10 +220,20 @@ def rerun(job: str, config: ConfigOpt = None,
           failed: Annotated[bool, typer.Option("--failed", help="failed and blocked items (default)")] = False,
           items: Annotated[str | None, typer.Option("--items", help="comma-separated item ids")] = None,
           all_items: Annotated[bool, typer.Option("--all", help="every final item")] = False,
-          force: Annotated[bool, typer.Option("--force", help="bypass the cache (pays again)")] = False) -> None:
+          force: Annotated[bool, typer.Option("--force", help="bypass the cache (pays again)")] = False,
+          rejected: Annotated[bool, typer.Option("--rejected", help="items rejected in review: regenerated with "
+                                                 "their edited prompts, old images kept")] = False) -> None:
     """Put items of a job back to pending (failed and blocked by default). Workers process them; in the
     embedded mode (memory broker) they are processed here, with a progress bar, as `run` does."""
     from pipeline.core.control import rerun as do_rerun
+
+    if rejected:
+        if failed or items or all_items or force:
+            fail(InputError("--rejected goes alone (it bypasses the cache for those items)", where="--rejected"))
+        from pipeline.commands.review import rerun_rejected
+
+        rerun_rejected(job, config)
+        return
 
     if force and not all_items and not items:
         fail(InputError("--force needs --all or --items", where="--force"))
@@ -421,6 +431,7 @@ def _register_area_commands() -> None:
     importlib.import_module("pipeline.commands.providers").register(app)
     importlib.import_module("pipeline.commands.probe").register(app)
     importlib.import_module("pipeline.commands.schedule").register(app)
+    importlib.import_module("pipeline.commands.review").register(app)
 
 
 _register_area_commands()
