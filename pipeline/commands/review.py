@@ -56,12 +56,13 @@ def review(job: Annotated[str, typer.Argument(help="job id or name")], config: C
 
         job_id, name = cli._with_runtime(config, edit)
         cli.out.print(f"job {job_id} {name}: prompt of {key} saved; `pipeline rerun {name} --rejected` uses it "
-                      "when the item is rejected", highlight=False, markup=False)
+                      "when the item is rejected", highlight=False, markup=False, soft_wrap=True)
         return
     res = cli._with_runtime(config, lambda rt: do_review(rt.sessions, job, utcnow(), note=note, **lists))
     parts = [f"{len(v)} {k}" for k, v in (("approved", res.approved), ("rejected", res.rejected),
                                             ("cleared", res.cleared)) if v]
-    cli.out.print(f"job {res.job_id} {res.job_name}: {', '.join(parts)}", highlight=False, markup=False)
+    cli.out.print(f"job {res.job_id} {res.job_name}: {', '.join(parts)}", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 def rerun_rejected(job: str, config: Path | None) -> None:
@@ -78,8 +79,8 @@ def rerun_rejected(job: str, config: Path | None) -> None:
         started = utcnow()
         res = cli.guarded(lambda: regenerate_rejected(rt.sessions, rt.storage, job, started))
         cli.out.print(f"job {res.job_id}: {len(res.keys)} rejected items back to pending, the cache bypassed for "
-                      f"them ({res.kept} old images kept as history, {res.edited} with an edited prompt)",
-                      highlight=False, markup=False)
+                      f"them (old images kept as history: {res.kept}; with an edited prompt: {res.edited})",
+                      highlight=False, markup=False, soft_wrap=True)
         if not settings.embedded or not res.keys:
             return
         final = cli._process_with_progress(rt, res.job_id, len(res.keys), as_json=False)
@@ -128,7 +129,7 @@ def export(job: Annotated[str, typer.Argument(help="job id or name")], config: C
     for f, what in ((csv_file, "manifest"), (zip_file, f"{images} images and manifest")):
         if f is not None:
             cli.err.print(f"wrote {f}: {what} of {manifest['count']} approved items of job {manifest['job']}",
-                          highlight=False, markup=False)
+                          highlight=False, markup=False, soft_wrap=True)
 
 
 def _write_atomically(path: Path, mode: str, write: Callable[..., None]) -> None:

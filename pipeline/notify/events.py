@@ -56,8 +56,9 @@ def _claim(s: Session, job_id: int, event: str, run: int, wanted: bool, now: dat
     ins = upsert_insert(s, Notification).values(
         job_id=job_id, event=event, run=run, state="pending" if wanted else "skipped", attempts=0,
         next_attempt_at=now, created_at=now, updated_at=now)
-    res = s.execute(ins.on_conflict_do_nothing(index_elements=["job_id", "event", "run"]))
-    return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+    # RETURNING says whether this insert made the row (rowcount is -1 for it on psycopg)
+    res = s.execute(ins.on_conflict_do_nothing(index_elements=["job_id", "event", "run"]).returning(Notification.id))
+    return res.first() is not None
 
 
 def claim_run_end(s: Session, job_ids: Iterable[int], config: NotifySettings | None, now: datetime) -> int:

@@ -91,6 +91,8 @@ def make_s3_client(
         read_timeout=opts.read_timeout_s,
         retries={"max_attempts": opts.max_attempts, "mode": "standard"},
         max_pool_connections=opts.max_pool_connections,
+        # SigV4 for presigned URLs too (boto3 presigns with the legacy SigV2 otherwise; AWS and MinIO want v4)
+        signature_version="s3v4",
     )
     if env is None:
         return boto3.session.Session().client("s3", config=config)
