@@ -5,18 +5,20 @@ test's directory and in .pipeline/screenshots/ (UPDATE_DOCS_SCREENSHOT=1 also re
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from pipeline.db.models import Item, ItemOutput, LedgerEntry
-from pipeline.sandbox.server import SandboxServer
-from tests.review.helpers import sessions_for
-from tests.web.conftest import CHROMIUM_ARGS, run_job, serving
+from pipeline.sandbox.server import SandboxServer, start_sandbox
+from tests.review.helpers import cli, sessions_for, write_config, write_manifest
+from tests.web.conftest import CHROMIUM_ARGS, Job, run_job, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 KEPT = ROOT / ".pipeline" / "screenshots"
@@ -128,3 +130,55 @@ def test_reject_edit_regenerate_in_chromium(tmp_path: Path, sandbox: SandboxServ
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
         DOCS_SHOT.parent.mkdir(exist_ok=True)
         shutil.copy(shot, DOCS_SHOT)
+
+
+@pytest.fixture
+def slow_sandbox() -> Iterator[SandboxServer]:
+    server = start_sandbox({"protocols": {"gemini": {"latency": {"min_s": 0.4, "max_s": 0.6}}}})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(900)
+def test_live_progress_and_bulk_review_in_chromium(tmp_path: Path, slow_sandbox: SandboxServer,
+                                                   chromium: str) -> None:
+    """The jobs page's progress bar fills in place while the app's worker runs the job (slow sandbox calls: a
+    few seconds in all); then two images are ticked with x and approved together with a note."""
+    from playwright.sync_api import expect, sync_playwright
+
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cfg = write_config(tmp_path, db_url, slow_sandbox.url, worker={"concurrency": 2, "lease_s": 10})
+    items = [{"id": f"i{n:02d}", "title": f"a small object number {n}"} for n in range(16)]
+    assert cli("submit", write_manifest(tmp_path, "live", items), "--config", cfg)[0] == 0
+    job = Job(tmp_path, cfg, db_url, "live")
+    with serving(job.settings(), worker=True) as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            bar = page.locator('tr[data-job-id="1"] progress')
+            values = [int(bar.evaluate("b => b.value"))]
+            expect(page.locator('tr[data-job-id="1"] [data-field="done"]')).to_have_text("16/16", timeout=120_000)
+            values.append(int(bar.evaluate("b => b.value")))
+            assert values[0] < 16 and values[-1] == 16  # filled in place, without a reload
+            expect(page.locator('tr[data-job-id="1"] [data-field="state"]')).to_have_text("succeeded")
+
+            page.goto(url + "/jobs/1")
+            for _ in range(3):
+                page.keyboard.press("j")
+            page.keyboard.press("x")  # tick i02
+            page.keyboard.press("j")
+            page.keyboard.press("x")  # tick i03
+            page.locator("#bulk input[name=note]").fill("hero shots")
+            page.get_by_test_id("bulk-approve").click()
+            expect(page.locator("#status")).to_contain_text("2 items approved")
+            for key in ("i02", "i03"):
+                expect(page.locator(f'article.card[data-item="{key}"]')).to_have_attribute("data-review", "approved")
+            expect(page.locator('article.card[data-item="i01"]')).to_have_attribute("data-review", "unreviewed")
+            expect(page.locator('article.card[data-item="i02"] .note')).to_have_text("note: hero shots")
+        finally:
+            browser.close()
+    code, stdout, _ = cli("export", "live", "--approved", "--config", cfg)
+    assert code == 0 and [i["id"] for i in json.loads(stdout)["items"]] == ["i02", "i03"]
