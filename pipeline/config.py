@@ -36,6 +36,10 @@ class Limits(_Strict):
     rpm: int = Field(default=60, gt=0)
     rpd: int = Field(default=100_000, gt=0)
     concurrency: int = Field(default=8, gt=0)
+    #: count the rate over windows of this many seconds: at most rpm x window_s / 60 requests in any such window,
+    #: admitted at once when they come at once (Kie.ai: 20 new tasks per 10 s = rpm 120, window_s 10). Without
+    #: it, requests are spaced evenly at rpm.
+    window_s: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class ProviderConfig(_Strict):
