@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.errors import InputError
 from pipeline.providers.presets import PRESETS
 
-ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox"]
+ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox", "kie"]
 RESOLUTIONS = ("1K", "2K", "4K")
 
 #: the default config file name, looked up in the working directory
@@ -67,6 +67,11 @@ class ProviderConfig(_Strict):
     cost_from_usage: bool = False
     #: openai-images only: ask for "b64_json" (default) or "url" answers
     response_format: Literal["b64_json", "url"] = "b64_json"
+    #: kie only: base URL of Kie's file upload API, used for references when storage has no presigned URLs
+    #: (file storage); None = references need S3 storage (validate says so)
+    upload_base_url: str | None = None
+    #: kie only: lifetime of the presigned URL a reference is passed by (S3 storage)
+    reference_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
     @field_validator("prices", mode="before")
     @classmethod
@@ -141,11 +146,24 @@ class Settings(_Strict):
     batch: BatchSettings = BatchSettings()
     #: allow reference URLs that resolve to private, loopback or link-local addresses
     allow_private_references: bool = False
+    #: the public https URL where `pipeline callbacks` is reachable from the internet; when set, task APIs
+    #: (Kie.ai) are asked to call back there instead of only being polled
+    public_base_url: str | None = None
     #: "text" or "json" (one JSON object a line)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "WARNING"
     #: where config came from, for messages only
     source: str = "defaults"
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")) or "@" in v.split("/")[2]:
+            raise ValueError("must be an http(s) URL without credentials, e.g. https://hooks.example.com/pipeline")
+        return v
 
     @property
     def embedded(self) -> bool:

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.callbacks import SqlCallbackInbox
 from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
 from pipeline.core.context import Context, GateLike, ProviderRegistry
@@ -158,8 +159,11 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
     http = make_http_client(max(p.timeout_s for p in settings.providers.values()))
     closers.append(http.close)
 
+    inbox = SqlCallbackInbox(sessions)
+
     def factory(cfg: ProviderConfig, region: str | None) -> Provider:
-        return make_provider(cfg, api_key=api_key(cfg), client=http, region=region)
+        return make_provider(cfg, api_key=api_key(cfg), client=http, region=region, storage=inner, inbox=inbox,
+                             public_base_url=settings.public_base_url)
 
     registry = ProviderRegistry(settings, factory)
     closers.append(registry.close)

@@ -39,12 +39,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_policy": "official",
         "cost_from_usage": True,
     },
+    # Kie.ai's Market task API (docs.kie.ai/market/google/nano-banana-pro): createTask, then recordInfo or a
+    # callback. "20 new generation requests per 10 seconds" per account: rpm 120 counted over 10 s windows.
+    # An attempt polls for timeout_s (default 180 s); then the next attempt resumes the same task, so a slow task
+    # is followed for up to worker.max_attempts x timeout_s (the docs: "stop after 10-15 minutes").
     "kie": {
-        "kind": "openai-images",
+        "kind": "kie",
         "base_url": "https://api.kie.ai",
+        "upload_base_url": "https://kieai.redpandaai.co",
         "api_key_env": "KIE_API_KEY",
-        "model": MODEL,
-        "limits": {"rpm": 120, "rpd": 100000, "concurrency": 16},
+        "model": "nano-banana-pro",
+        "limits": {"rpm": 120, "window_s": 10, "rpd": 100000, "concurrency": 16},
         "prices": {"1K": "0.09", "2K": "0.09", "4K": "0.12"},
         "prices_date": PRICES_DATE,
         "data_policy": "third-party",

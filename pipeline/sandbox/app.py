@@ -15,6 +15,7 @@ from pipeline.sandbox.gemini import GeminiApi
 from pipeline.sandbox.gemini_batch import GeminiBatchApi
 from pipeline.sandbox.gemini_files import GeminiFiles
 from pipeline.sandbox.http import json_response
+from pipeline.sandbox.kie import KieApi
 from pipeline.sandbox.openai_images import OpenAIImagesApi
 from pipeline.sandbox.profile import SandboxProfile
 from pipeline.sandbox.replicate import ReplicateApi
@@ -66,7 +67,7 @@ def build_app(profile: SandboxProfile | None = None, state: SandboxState | None 
     batch = GeminiBatchApi(state, files)
     gemini.actions["batchGenerateContent"] = batch.create
     api_routes += gemini.routes() + batch.routes() + files.routes()
-    api_routes += OpenAIImagesApi(state).routes() + ReplicateApi(state).routes()
+    api_routes += OpenAIImagesApi(state).routes() + ReplicateApi(state).routes() + KieApi(state).routes()
     prefixed = [Route(PREFIX + r.path, r.endpoint, methods=r.methods) for r in api_routes]
     app = Starlette(routes=[*AdminApi(state).routes(), *api_routes, *prefixed])
     app.state.sandbox = state

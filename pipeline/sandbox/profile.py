@@ -19,7 +19,7 @@ providers:                   # served under http://host:port/p/{name}/...
     rpm: 120
     price_per_image: {"1K": "0.09", "2K": "0.09", "4K": "0.12"}
 ```
-Protocols: "gemini", "gemini-batch", "openai", "replicate". A provider name without an entry gets the
+Protocols: "gemini", "gemini-batch", "openai", "replicate", "kie". A provider name without an entry gets the
 defaults of the protocol it is called with.
 """
 
@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import InputError
 
-Protocol = Literal["gemini", "gemini-batch", "openai", "replicate"]
-PROTOCOLS: tuple[Protocol, ...] = ("gemini", "gemini-batch", "openai", "replicate")
+Protocol = Literal["gemini", "gemini-batch", "openai", "replicate", "kie"]
+PROTOCOLS: tuple[Protocol, ...] = ("gemini", "gemini-batch", "openai", "replicate", "kie")
 #: default capacity of the rate-limit bucket: one minute's worth of requests, like a per-minute quota
 DEFAULT_BUCKET_S = 60.0
 #: default duration of the "hang" fault; longer than any sane client timeout in tests is not needed
@@ -110,6 +110,8 @@ class EndpointProfile(_Strict):
     output_mime: Literal["image/png", "image/jpeg"] = "image/png"
     #: OpenAI: answer with url instead of b64_json even when the request does not ask for it
     response_format: Literal["b64_json", "url"] = "b64_json"
+    #: Kie: error envelopes {code, msg} go out with the HTTP status equal to their code, or with HTTP 200
+    error_status: Literal["code", "200"] = "code"
 
     @field_validator("price_per_image", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ _FAMILY: dict[str, str] = {
     "gemini-batch": "gemini",
     "openai": "openai",
     "replicate": "replicate",
+    "kie": "kie",
 }
 
 

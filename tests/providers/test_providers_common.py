@@ -25,6 +25,7 @@ from pipeline.providers.http import (
     translate_transport_error,
 )
 from pipeline.providers.images import decode_b64, image_mime, validate_image
+from pipeline.providers.kie import KieProvider
 from pipeline.providers.openai_images import OpenAIImagesProvider
 from pipeline.providers.pricing import (
     RATES,
@@ -194,7 +195,7 @@ def test_download_limits() -> None:
         ("google-batch", GeminiProvider),
         ("laozhang", GeminiProvider),
         ("sandbox", GeminiProvider),
-        ("kie", OpenAIImagesProvider),
+        ("kie", KieProvider),
         ("laozhang-openai", OpenAIImagesProvider),
         ("aimlapi", OpenAIImagesProvider),
         ("replicate", ReplicateProvider),
@@ -221,13 +222,15 @@ def test_factory_errors_and_batch_client() -> None:
         assert isinstance(make_batch_client(config("google-batch"), api_key=KEY, client=c), GeminiBatchClient)
 
 
-def test_only_replicate_is_resumable() -> None:
+def test_only_task_apis_are_resumable() -> None:
     from pipeline.providers.base import ResumableProvider
 
     with httpx.Client() as c:
-        kinds = {n: make_provider(config(n), api_key=None, client=c) for n in ("google", "kie", "replicate")}
+        kinds = {n: make_provider(config(n), api_key=None, client=c)
+                 for n in ("google", "laozhang-openai", "kie", "replicate")}
         assert {n: isinstance(p, ResumableProvider) for n, p in kinds.items()} == {
             "google": False,
-            "kie": False,
+            "laozhang-openai": False,
+            "kie": True,
             "replicate": True,
         }
