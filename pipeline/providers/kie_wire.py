@@ -147,7 +147,7 @@ def classify(code: int, label: str, *, provider: str, http_status: int | None, h
     if code == 429:
         delay = retry_after_s(headers, now)
         return RateLimited(label, retry_after_s=RATE_WINDOW_S if delay is None else delay, **kw)
-    if 400 <= code < 500:
+    if 400 <= code < 500 and code not in TRANSIENT_CODES:  # 455 is maintenance: it passes
         return InvalidRequest(label, **kw)
     return ProviderUnavailable(label, retry_after_s=retry_after_s(headers, now), **kw)
 
