@@ -162,7 +162,8 @@ class KieApi:
         return json_response(body, status)
 
     def _error(self, ep: Endpoint, err: KieError, *, generate: bool = False) -> Response:
-        return self._envelope(ep, err.code, {"code": err.code, "msg": err.msg}, generate=generate)
+        # `data: null` as in the error body a public client logged (captures: create-task.error-433)
+        return self._envelope(ep, err.code, {"code": err.code, "msg": err.msg, "data": None}, generate=generate)
 
     def _check_key(self, ep: Endpoint, request: Request) -> None:
         if not ep.accepts_key(bearer_token(request)):
