@@ -140,7 +140,7 @@ class KieProvider:
             (hooks or CallHooks()).submitted(task_id)
             if self._callbacks and token:
                 self._callbacks.inbox.bind(token, task_id)
-            return self._wait(task_id, request, deadline)
+            return self._wait(task_id, request, deadline, first_poll_s=self.poll_start_s)
         except ProviderError as e:
             raise scrub(e, self._key) from None
 
@@ -148,7 +148,8 @@ class KieProvider:
         """Wait for an existing task (an earlier attempt's) and download its image: no new task."""
         try:
             require_price(self.config, request.resolution, usage_ok=False)
-            return self._wait(remote_id, request, self._monotonic() + self.config.timeout_s)
+            # the task has been running since an earlier attempt: look at once
+            return self._wait(remote_id, request, self._monotonic() + self.config.timeout_s, first_poll_s=0.0)
         except ProviderError as e:
             raise scrub(e, self._key) from None
 
@@ -223,9 +224,10 @@ class KieProvider:
             return None
         return record
 
-    def _wait(self, task_id: str, request: ImageRequest, deadline: float) -> ImageResult:
+    def _wait(self, task_id: str, request: ImageRequest, deadline: float, *, first_poll_s: float) -> ImageResult:
+        """Poll (and read the inbox) until the task ends; the last poll is at the deadline itself."""
         interval = self.poll_start_s
-        next_poll = self._monotonic() + interval
+        next_poll = min(self._monotonic() + first_poll_s, deadline)
         while True:
             now = self._monotonic()
             record = self._delivered(task_id)
@@ -234,20 +236,19 @@ class KieProvider:
                 if isinstance(got, Record):
                     record = got
                     interval = min(interval * POLL_GROWTH, self.poll_max_s)
-                    next_poll = now + interval
+                    next_poll = min(now + interval, deadline)
                 else:
-                    next_poll = now + got
+                    next_poll = min(now + got, deadline)
             if record is not None and record.finished:
                 return self._finish(task_id, record, request)
-            remaining = deadline - now
-            if remaining <= 0:
+            if now >= deadline:
                 raise ProviderTimeout(f"task {task_id} unfinished after {self.config.timeout_s:g}s "
                                       "(may still be billed)", provider=self.name, maybe_billed=True,
                                       remote_id=task_id)
-            step = next_poll - now
+            step = max(next_poll - now, 0.0)
             if self._callbacks is not None:
                 step = min(step, INBOX_CHECK_S)
-            self._sleep(max(min(step, remaining), 0.0))
+            self._sleep(step)
 
     def _finish(self, task_id: str, record: Record, request: ImageRequest) -> ImageResult:
         if record.state == "fail":

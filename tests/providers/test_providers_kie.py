@@ -205,3 +205,17 @@ def test_with_callbacks_the_inbox_is_read_every_second_and_polling_slows_to_30s(
     assert max(clock.sleeps) <= 1.0 and EmptyInbox.reads >= len(clock.sleeps)
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(polled_at)]
     assert gaps == [3.0, 4.5, 6.75, 10.12, 15.19, 22.78, 30.0, 30.0, 30.0]  # the fallback, up to 30 s
+
+
+def test_a_short_deadline_still_looks_once_at_the_deadline() -> None:
+    stub = KieStub().on(CREATE_PATH, ok_created()).on(RECORD_PATH, succeeded())
+    clock = FakeTime()
+    assert provider(stub, clock, timeout_s=1.0).generate(REQ).remote_id == TASK
+    assert clock.sleeps == [1.0] and len(stub.sent(RECORD_PATH)) == 1
+
+
+def test_resume_looks_at_once() -> None:
+    stub = KieStub().on(RECORD_PATH, succeeded())
+    clock = FakeTime()
+    provider(stub, clock).resume(TASK, REQ)
+    assert clock.sleeps == []
