@@ -68,14 +68,16 @@ class _Reuse:
 
 
 class PresignedReferences:
-    """References in our own bucket, passed by presigned URL. `storage` is the backend itself (not the spool:
-    a spooled object is not in the bucket yet, so its URL would not work)."""
+    """References in our own bucket, passed by presigned URL; a storage without such URLs (files) hands them to
+    `fallback` (Kie's upload API) instead. `storage` is the backend itself (not the spool: a spooled object is
+    not in the bucket yet, so its URL would not work)."""
 
-    def __init__(self, storage: Storage, ttl_s: int, *, provider: str,
+    def __init__(self, storage: Storage, ttl_s: int, *, provider: str, fallback: ReferenceHost | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._storage = storage
         self._ttl_s = ttl_s
         self._provider = provider
+        self._fallback = fallback
         self._reuse = _Reuse(monotonic)
 
     def url_for(self, ref: Reference) -> str:
@@ -84,15 +86,18 @@ class PresignedReferences:
             return cached
         key = f"{REFERENCE_FOLDER}/{_name(ref)}"
         try:
+            url = self._storage.presigned_url(key, self._ttl_s)  # signed locally; valid once the object is there
+            if url is None:
+                if self._fallback is None:  # `pipeline validate` refuses such jobs up front
+                    raise InvalidRequest("references need S3 storage or upload_base_url for Kie.ai",
+                                         provider=self._provider)
+                return self._fallback.url_for(ref)
             if not self._storage.exists(key):
                 self._storage.put(key, ref.data, ref.mime_type, {"sha256": ref.sha256})
-            url = self._storage.presigned_url(key, self._ttl_s)
         except StorageError as e:
             cls = ProviderUnavailable if e.retryable else InvalidRequest
             raise cls(f"reference upload to storage failed: {e}", provider=self._provider,
                       error_class="reference") from None
-        if url is None:
-            raise InvalidRequest("storage has no presigned URLs for references", provider=self._provider)
         return self._reuse.put(ref.sha256, url, self._ttl_s / 2)  # at least half its life left when handed out
 
 
@@ -150,13 +155,13 @@ class KieUploads:
 
 def reference_host(config: ProviderConfig, *, storage: Storage | None, client: httpx.Client,
                    api_key: str | None, clock: Clock = utcnow) -> ReferenceHost | None:
-    """Presigned URLs when the storage has them, else Kie's upload API when configured, else None.
-    Asking the storage for a URL does no I/O (S3 signs locally; file storage answers None)."""
-    if storage is not None and storage.presigned_url(f"{REFERENCE_FOLDER}/probe", 60) is not None:
-        return PresignedReferences(storage, config.reference_url_ttl_s, provider=config.name)
-    if config.upload_base_url:
-        return KieUploads(client, config.upload_base_url, api_key, provider=config.name, clock=clock)
-    return None
+    """Presigned URLs when the storage has them, else Kie's upload API when configured, else None. No I/O:
+    which of the two applies is found at the first reference (S3 signs locally; file storage answers None)."""
+    uploads = (KieUploads(client, config.upload_base_url, api_key, provider=config.name, clock=clock)
+               if config.upload_base_url else None)
+    if storage is not None:
+        return PresignedReferences(storage, config.reference_url_ttl_s, provider=config.name, fallback=uploads)
+    return uploads
 
 
 def check_manifest(settings: Settings, providers: Iterable[str], references_per_item: Iterable[int],
