@@ -18,6 +18,10 @@ Prompt triggers (deterministic, for tests; they stay in the prompt and so in the
 | `[sandbox:wrong-size]`   | image at half the size         | same                      | same               |
 | `[sandbox:hang]`         | sleeps hang_s, then answers    | same                      | processing hang_s  |
 
+Kie.ai's task API (sandbox/kie.py) answers envelopes: 500 -> code 500, 503 -> 455 (maintenance), 429 -> 429,
+429-daily -> 433, no-credit -> 402, auth -> 401; block-prompt and block-image -> a failed task (failCode 422),
+refuse -> failCode 501; malformed, truncated, wrong-size and hang as Replicate.
+
 Modifiers: `[sandbox:503x2]` (any fault with `xN`) applies the fault to the first N identical requests to
 the same provider name and then answers normally, to test retries. `[sandbox:sleep=1.5]` adds 1.5 s latency.
 `[sandbox:interim]` (Gemini) adds an interim thought image before the final one.

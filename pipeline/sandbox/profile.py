@@ -15,8 +15,10 @@ protocols:                   # requests without a /p/{name}/ prefix count under 
     api_keys: [k1]           # when set, other keys get the protocol's real auth error
 providers:                   # served under http://host:port/p/{name}/...
   kie:
-    protocol: openai         # optional; requests of another protocol under this name get 404
-    rpm: 120
+    protocol: kie            # optional; requests of another protocol under this name get 404
+    rpm: 120                 # with bucket_s 10: 20 new tasks per 10 seconds, as Kie.ai documents
+    bucket_s: 10
+    error_status: "200"      # Kie: errors inside HTTP 200 envelopes (default "code": the HTTP status)
     price_per_image: {"1K": "0.09", "2K": "0.09", "4K": "0.12"}
 ```
 Protocols: "gemini", "gemini-batch", "openai", "replicate", "kie". A provider name without an entry gets the
