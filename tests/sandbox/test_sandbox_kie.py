@@ -25,6 +25,7 @@ PROFILE = {"providers": {
     "kie-200": {"protocol": "kie", "price_per_image": PRICES, "error_status": "200"},
     "kie-tight": {"protocol": "kie", "rpm": 1, "bucket_s": 1.0},
     "kie-keyed": {"protocol": "kie", "api_keys": ["the-right-key"]},
+    "gem": {"protocol": "gemini"},
 }}
 DEAD_CALLBACK = "http://127.0.0.1:9/callback"  # nothing listens: the sandbox's delivery fails fast and harmlessly
 
@@ -229,3 +230,10 @@ def test_stream_upload_and_upload_errors(sb: SandboxServer, http: httpx.Client) 
     refused = replay(http, sb, b64, account="kie-keyed")
     assert refused.status_code == 401
     matches(refused.json(), [kie("file-upload.error-401")])
+
+
+def test_a_name_that_speaks_another_protocol_is_not_found(sb: SandboxServer, http: httpx.Client) -> None:
+    doc = kie("create-task.request")
+    got = replay(http, sb, doc, account="gem", body={**doc.body, "callBackUrl": DEAD_CALLBACK})
+    assert got.status_code == 404
+    matches(got.json(), [kie("create-task.error-404.http-status")])
