@@ -42,15 +42,9 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
+from pipeline.providers.adapter import HttpAdapter
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult
-from pipeline.providers.http import (
-    MAX_MESSAGE_CHARS,
-    provider_base_url,
-    retry_after_s,
-    scrub,
-    short_text,
-    translate_transport_error,
-)
+from pipeline.providers.http import MAX_MESSAGE_CHARS, retry_after_s, short_text
 from pipeline.providers.images import decode_b64, image_mime, validate_image
 from pipeline.providers.pricing import cost_or_list, require_price
 
@@ -279,9 +273,9 @@ def auth_headers(config: ProviderConfig, api_key: str | None) -> dict[str, str]:
     return {"x-goog-api-key": api_key}
 
 
-class GeminiProvider:
-    """One image per generateContent call. The client is injected and owned by the caller (close() is a
-    no-op); `batch_prices` prices usage at the batch rates (for the batch client's results)."""
+class GeminiProvider(HttpAdapter):
+    """One image per generateContent call. `batch_prices` prices usage at the batch rates (for the batch
+    client's results)."""
 
     def __init__(
         self,
@@ -293,44 +287,29 @@ class GeminiProvider:
         batch_prices: bool = False,
         clock: Clock = utcnow,
     ) -> None:
-        self.name = config.name
-        self.config = config
-        self._key = api_key
-        self._client = client
+        super().__init__(config, api_key, client, region=region, clock=clock)
         self._batch = batch_prices
-        self._clock = clock
-        self.base_url = provider_base_url(config, region)
         self.url = f"{self.base_url}/v1beta/models/{model_path(config.model)}:generateContent"
 
     def __repr__(self) -> str:
         return f"GeminiProvider(name={self.name!r}, url={self.url!r})"
 
     def generate(self, request: ImageRequest, hooks: CallHooks | None = None) -> ImageResult:
-        try:
-            return self._generate(request)
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
-
-    def _generate(self, request: ImageRequest) -> ImageResult:
-        require_price(self.config, request.resolution)
-        headers = {"Content-Type": "application/json", **auth_headers(self.config, self._key)}
-        try:
-            resp = self._client.post(
+        with self.scrubbing():
+            require_price(self.config, request.resolution)
+            headers = {"Content-Type": "application/json", **auth_headers(self.config, self._key)}
+            resp = self.request(
+                "POST",
                 self.url,
                 content=json.dumps(request_body(request)),
                 headers=headers,
-                timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
+                deadline=self.call_deadline(),
             )
-        except httpx.HTTPError as e:
-            raise translate_transport_error(e, self.name) from None
-        return self.handle_response(resp, request)
+            return self.handle_response(resp, request)
 
     def handle_response(self, resp: httpx.Response, request: ImageRequest) -> ImageResult:
         now = self._clock()
-        try:
-            payload = resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None
+        payload = self.json_of(resp)
         if resp.status_code != 200:
             raise classify_error(
                 resp.status_code,
@@ -350,6 +329,3 @@ class GeminiProvider:
                 maybe_billed=True,
             )
         return parse_generate_response(payload, request, config=self.config, batch=self._batch, now=now)
-
-    def close(self) -> None:
-        """The client belongs to the caller; nothing to release here."""

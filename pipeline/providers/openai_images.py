@@ -22,7 +22,6 @@ Size check: the "ratio" policy of pipeline.providers.images (resellers may resiz
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -42,18 +41,9 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
+from pipeline.providers.adapter import HttpAdapter
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, expected_size
-from pipeline.providers.http import (
-    CONNECT_TIMEOUT_S,
-    MAX_MESSAGE_CHARS,
-    decode_data_url,
-    download,
-    provider_base_url,
-    retry_after_s,
-    scrub,
-    short_text,
-    translate_transport_error,
-)
+from pipeline.providers.http import MAX_MESSAGE_CHARS, decode_data_url, retry_after_s, short_text
 from pipeline.providers.images import decode_b64, image_mime, validate_image
 from pipeline.providers.pricing import PRICE_TABLE, require_price, table_cost
 
@@ -103,8 +93,8 @@ def classify_error(
     return InvalidRequest(label, **kw)
 
 
-class OpenAIImagesProvider:
-    """One image per call through an OpenAI-compatible images endpoint. The client is the caller's."""
+class OpenAIImagesProvider(HttpAdapter):
+    """One image per call through an OpenAI-compatible images endpoint."""
 
     def __init__(
         self,
@@ -115,22 +105,13 @@ class OpenAIImagesProvider:
         region: str | None = None,
         clock: Clock = utcnow,
     ) -> None:
-        self.name = config.name
-        self.config = config
-        self._key = api_key
-        self._client = client
-        self._clock = clock
-        base = provider_base_url(config, region)
+        super().__init__(config, api_key, client, region=region, clock=clock)
+        base = self.base_url
         self.base_url = base if base.endswith("/v1") else f"{base}/v1"
 
-    def __repr__(self) -> str:
-        return f"OpenAIImagesProvider(name={self.name!r}, url={self.base_url!r})"
-
     def generate(self, request: ImageRequest, hooks: CallHooks | None = None) -> ImageResult:
-        try:
+        with self.scrubbing():
             return self._generate(request)
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
 
     def fields(self, request: ImageRequest) -> dict[str, Any]:
         """The request fields common to generations and edits."""
@@ -151,34 +132,30 @@ class OpenAIImagesProvider:
         require_price(self.config, request.resolution, usage_ok=False)
         headers = {**self._auth(), "Accept": "application/json"}
         fields = self.fields(request)
-        timeout = httpx.Timeout(self.config.timeout_s, connect=CONNECT_TIMEOUT_S)
-        try:
-            if request.references:
-                files = [
-                    ("image[]", (f"reference-{i}.{_EXT.get(ref.mime_type, 'png')}", ref.data, ref.mime_type))
-                    for i, ref in enumerate(request.references)
-                ]
-                data = {k: str(v) for k, v in fields.items()}
-                resp = self._client.post(
-                    f"{self.base_url}/images/edits", data=data, files=files, headers=headers, timeout=timeout
-                )
-            else:
-                resp = self._client.post(
-                    f"{self.base_url}/images/generations", json=fields, headers=headers, timeout=timeout
-                )
-        except httpx.HTTPError as e:
-            raise translate_transport_error(e, self.name) from None
-        return self.handle_response(resp, request)
+        deadline = self.call_deadline()
+        if request.references:
+            files = [
+                ("image[]", (f"reference-{i}.{_EXT.get(ref.mime_type, 'png')}", ref.data, ref.mime_type))
+                for i, ref in enumerate(request.references)
+            ]
+            data = {k: str(v) for k, v in fields.items()}
+            resp = self.request(
+                "POST", f"{self.base_url}/images/edits", data=data, files=files, headers=headers, deadline=deadline
+            )
+        else:
+            resp = self.request(
+                "POST", f"{self.base_url}/images/generations", json=fields, headers=headers, deadline=deadline
+            )
+        return self.handle_response(resp, request, deadline)
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    def handle_response(self, resp: httpx.Response, request: ImageRequest) -> ImageResult:
+    def handle_response(
+        self, resp: httpx.Response, request: ImageRequest, deadline: float | None = None
+    ) -> ImageResult:
         now = self._clock()
-        try:
-            payload = resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None
+        payload = self.json_of(resp)
         if resp.status_code != 200 or (
             isinstance(payload, Mapping) and isinstance(payload.get("error"), Mapping)
         ):
@@ -204,7 +181,7 @@ class OpenAIImagesProvider:
             )
         cost = table_cost(self.config, request.resolution, len(request.references))
         assert cost is not None  # require_price checked it before the call
-        raw, mime = self._image_bytes(items[0], cost)
+        raw, mime = self._image_bytes(items[0], cost, deadline)
         try:
             validate_image(
                 raw, mime, request.resolution, request.aspect_ratio, policy="ratio", provider=self.name
@@ -221,7 +198,9 @@ class OpenAIImagesProvider:
             usage=dict(usage) if isinstance(usage, Mapping) else {},
         )
 
-    def _image_bytes(self, item: Mapping[str, Any], cost: Decimal) -> tuple[bytes, str]:
+    def _image_bytes(
+        self, item: Mapping[str, Any], cost: Decimal, deadline: float | None
+    ) -> tuple[bytes, str]:
         billed: dict[str, Any] = {
             "provider": self.name,
             "http_status": 200,
@@ -242,15 +221,9 @@ class OpenAIImagesProvider:
                     raise BadImage("data URL is not valid base64", **billed)
                 return inline
             try:
-                data, ctype, _ = download(
-                    self._client, url, provider=self.name, deadline_s=self.config.timeout_s
-                )
+                return self.download(url, deadline=deadline or self.call_deadline())
             except ProviderUnavailable as e:
                 raise ProviderUnavailable(e.message, error_class="download", **billed) from None
-            return data, ctype.split(";")[0].strip()
         raise ProviderUnavailable(
             "image item has neither b64_json nor url", error_class="malformed", **billed
         )
-
-    def close(self) -> None:
-        """The client belongs to the caller; nothing to release here."""

@@ -49,17 +49,9 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
+from pipeline.providers.adapter import HttpAdapter
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult
-from pipeline.providers.http import (
-    CONNECT_TIMEOUT_S,
-    MAX_MESSAGE_CHARS,
-    download,
-    provider_base_url,
-    retry_after_s,
-    scrub,
-    short_text,
-    translate_transport_error,
-)
+from pipeline.providers.http import MAX_MESSAGE_CHARS, retry_after_s, short_text
 from pipeline.providers.images import image_mime, validate_image
 from pipeline.providers.pricing import PRICE_TABLE, require_price, table_cost
 
@@ -69,6 +61,8 @@ MAX_WAIT_S = 60
 POLL_INTERVAL_S = 1.0
 #: extra read time on top of the wait before the create call counts as timed out
 WAIT_MARGIN_S = 10.0
+#: read timeout of a poll (GET /v1/predictions/{id})
+POLL_TIMEOUT_S = 30.0
 #: words in a failed prediction's error that mean a safety refusal (terminal)
 SAFETY_WORDS = ("safety", "nsfw", "sensitive", "flagged", "e005", "content policy", "prohibited")
 #: words that mean the model declined to draw (Gemini NO_IMAGE behind Replicate): terminal
@@ -115,9 +109,9 @@ def _output_url(output: Any) -> str | None:
     return None
 
 
-class ReplicateProvider:
+class ReplicateProvider(HttpAdapter):
     """google/nano-banana-pro (or config.model) on Replicate. `sleep` and `monotonic` are injectable so
-    tests of polling do not wait; the client is the caller's."""
+    tests of polling do not wait."""
 
     def __init__(
         self,
@@ -134,15 +128,10 @@ class ReplicateProvider:
         owner, _, name = config.model.partition("/")
         if not owner or not name or "/" in name:
             raise InputError("model must be owner/name", where=f"providers.{config.name}.model")
-        self.name = config.name
-        self.config = config
-        self._key = api_key
-        self._client = client
-        self._clock = clock
+        super().__init__(config, api_key, client, region=region, clock=clock)
         self._sleep = sleep
         self._monotonic = monotonic
         self.poll_interval_s = poll_interval_s
-        self.base_url = provider_base_url(config, region)
         self.create_url = (
             f"{self.base_url}/v1/models/{quote(owner, safe='')}/{quote(name, safe='')}/predictions"
         )
@@ -155,28 +144,21 @@ class ReplicateProvider:
 
     def generate(self, request: ImageRequest, hooks: CallHooks | None = None) -> ImageResult:
         """Create one prediction and see it to the end (or to config.timeout_s). Never creates twice."""
-        try:
+        with self.scrubbing():
             require_price(self.config, request.resolution, usage_ok=False)
             deadline = self._monotonic() + self.config.timeout_s
             prediction = self._create(request)
             remote_id = str(prediction["id"])
             (hooks or CallHooks()).submitted(remote_id)
             return self._finish(prediction, request, deadline)
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
 
     def resume(self, remote_id: str, request: ImageRequest) -> ImageResult:
         """Poll an existing prediction (an earlier attempt's) to its end and download its output."""
-        try:
+        with self.scrubbing():
             require_price(self.config, request.resolution, usage_ok=False)
             deadline = self._monotonic() + self.config.timeout_s
             prediction = self._poll_until_answer(remote_id, deadline)
             return self._finish(prediction, request, deadline)
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
-
-    def close(self) -> None:
-        """The client belongs to the caller; nothing to release here."""
 
     # --- calls -------------------------------------------------------------------------------------------
 
@@ -196,17 +178,14 @@ class ReplicateProvider:
 
     def _create(self, request: ImageRequest) -> Mapping[str, Any]:
         headers = {**self._headers(), "Content-Type": "application/json", "Prefer": f"wait={self.wait_s}"}
-        timeout = httpx.Timeout(self.wait_s + WAIT_MARGIN_S, connect=CONNECT_TIMEOUT_S)
-        try:
-            resp = self._client.post(
-                self.create_url,
-                content=json.dumps({"input": self.input(request)}),
-                headers=headers,
-                timeout=timeout,
-            )
-        except httpx.HTTPError as e:
-            raise translate_transport_error(e, self.name) from None
-        payload = self._json(resp)
+        resp = self.request(
+            "POST",
+            self.create_url,
+            content=json.dumps({"input": self.input(request)}),
+            headers=headers,
+            timeout_s=self.wait_s + WAIT_MARGIN_S,
+        )
+        payload = self.json_of(resp)
         if resp.status_code not in (200, 201, 202):
             raise classify_error(
                 resp.status_code,
@@ -227,23 +206,16 @@ class ReplicateProvider:
             )
         return payload
 
-    @staticmethod
-    def _json(resp: httpx.Response) -> Any:
-        try:
-            return resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-
     def _get(self, remote_id: str) -> Mapping[str, Any] | float:
         """The prediction, or the seconds to wait before asking again (a passing fault)."""
         url = f"{self.base_url}/v1/predictions/{quote(remote_id, safe='')}"
         try:
-            resp = self._client.get(
-                url, headers=self._headers(), timeout=httpx.Timeout(30.0, connect=CONNECT_TIMEOUT_S)
-            )
-        except httpx.HTTPError:
-            return float(self.poll_interval_s)
-        payload = self._json(resp)
+            resp = self.request("GET", url, headers=self._headers(), timeout_s=POLL_TIMEOUT_S)
+        except ProviderError as e:
+            if e.error_class in ("connect", "timeout", "disconnected", "unavailable"):
+                return float(self.poll_interval_s)  # a transport fault while polling: ask again
+            raise
+        payload = self.json_of(resp)
         if resp.status_code == 200 and isinstance(payload, Mapping) and payload.get("status"):
             return payload
         err = classify_error(
@@ -324,12 +296,11 @@ class ReplicateProvider:
                 "prediction succeeded without an output URL (removed?)", error_class="malformed", **billed
             )
         try:
-            data, ctype, _ = download(self._client, url, provider=self.name, deadline_s=self.config.timeout_s)
+            data, mime = self.download(url, deadline=self.call_deadline())
         except ProviderUnavailable as e:  # resume() downloads it again without paying again
             raise ProviderUnavailable(
                 e.message, error_class="download", remote_id=remote_id, **billed
             ) from None
-        mime = ctype.split(";")[0].strip()
         try:
             validate_image(
                 data, mime, request.resolution, request.aspect_ratio, policy="ratio", provider=self.name
