@@ -29,6 +29,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline.providers.base import ASPECT_RATIOS, RESOLUTIONS
+from pipeline.sandbox.aimlapi import AimlImagesApi
+from pipeline.sandbox.aimlapi import error_body as aiml_error_body
 from pipeline.sandbox.faults import SPURIOUS_RETRY_S, Fault
 from pipeline.sandbox.generation import (
     MAX_REFERENCE_IMAGES,
@@ -251,6 +253,7 @@ def parse_call(fields: dict[str, Any], images: list[bytes | str], default_format
 class OpenAIImagesApi:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
+        self.aiml = AimlImagesApi(state)
 
     def routes(self) -> list[Route]:
         return [
@@ -275,6 +278,11 @@ class OpenAIImagesApi:
         ep = self.state.endpoint(provider_name(request), "openai")
         if ep is None:
             return json_response({"error": {"message": "Not found", "type": "invalid_request_error"}}, 404)
+        if ep.protocol == "aimlapi":  # AIML serves both cases on /v1/images/generations, nothing on /edits
+            if edit:
+                self.state.ledger.request(ep.name, ep.protocol, 404, generate=True)
+                return json_response(aiml_error_body(404, "Not Found", "/v1/images/edits"), 404)
+            return await self.aiml.handle(request, ep)
         try:
             key = bearer_token(request)
             if not ep.accepts_key(key):

@@ -19,7 +19,8 @@ providers:                   # served under http://host:port/p/{name}/...
     rpm: 120
     price_per_image: {"1K": "0.09", "2K": "0.09", "4K": "0.12"}
 ```
-Protocols: "gemini", "gemini-batch", "openai", "replicate". A provider name without an entry gets the
+Protocols: "gemini", "gemini-batch", "openai", "replicate", "aimlapi" (AIML's JSON dialect on the OpenAI
+images path; only under a provider name). A provider name without an entry gets the
 defaults of the protocol it is called with.
 """
 
@@ -34,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import InputError
 
-Protocol = Literal["gemini", "gemini-batch", "openai", "replicate"]
-PROTOCOLS: tuple[Protocol, ...] = ("gemini", "gemini-batch", "openai", "replicate")
+Protocol = Literal["gemini", "gemini-batch", "openai", "replicate", "aimlapi"]
+PROTOCOLS: tuple[Protocol, ...] = ("gemini", "gemini-batch", "openai", "replicate", "aimlapi")
 #: default capacity of the rate-limit bucket: one minute's worth of requests, like a per-minute quota
 DEFAULT_BUCKET_S = 60.0
 #: default duration of the "hang" fault; longer than any sane client timeout in tests is not needed

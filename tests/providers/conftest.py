@@ -24,7 +24,7 @@ PROTOCOL = {
     "laozhang": "gemini",
     "laozhang-openai": "openai",
     "kie": "openai",
-    "aimlapi": "openai",
+    "aimlapi": "aimlapi",
     "replicate": "replicate",
 }
 PROFILE: dict[str, Any] = {
