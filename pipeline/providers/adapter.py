@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,7 +23,7 @@ import httpx
 
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
-from pipeline.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from pipeline.errors import InputError, ProviderError, ProviderTimeout, ProviderUnavailable
 from pipeline.providers.http import (
     CONNECT_TIMEOUT_S,
     MAX_DOWNLOAD_BYTES,
@@ -36,6 +36,8 @@ from pipeline.providers.http import (
 #: largest answer body read from a provider API call (a 4K PNG in base64 is about 40 MB; a batch's inline
 #: results can be larger, so the batch client passes its own cap)
 MAX_ANSWER_BYTES = 128 * 1024 * 1024
+#: checks a URL before it is downloaded; raises InputError to refuse it
+OutputGuard = Callable[[str], None]
 #: extra wall-clock time a call may take beyond config.timeout_s (connect, answer transfer, a download)
 DEADLINE_MARGIN_S = 30.0
 
@@ -51,8 +53,12 @@ class HttpAdapter:
         *,
         region: str | None = None,
         clock: Clock = utcnow,
+        output_guard: OutputGuard | None = None,
     ) -> None:
         self.name = config.name
+        #: checks a URL the provider answered with before it is downloaded (addresses, as for references);
+        #: URLs on the provider's own host are trusted. None (tests, the sandbox) checks nothing.
+        self._output_guard = output_guard
         self.config = config
         self._key = api_key
         self._client = client
@@ -132,7 +138,15 @@ class HttpAdapter:
     def download(
         self, url: str, *, deadline: float | None = None, max_bytes: int = MAX_DOWNLOAD_BYTES
     ) -> tuple[bytes, str]:
-        """GET an output URL at once, without the API key; (body, MIME type without parameters)."""
+        """GET an output URL at once, without the API key; (body, MIME type without parameters). A URL on another
+        host than the provider's passes the output guard first (SSRF: the same address rules as references)."""
+        if self._output_guard is not None and httpx.URL(url).host != httpx.URL(self.base_url).host:
+            try:
+                self._output_guard(url)
+            except InputError as e:
+                raise ProviderUnavailable(
+                    f"output URL refused: {e}", provider=self.name, error_class="download"
+                ) from None
         remaining = None if deadline is None else max(deadline - time.monotonic(), 1.0)
         data, ctype, _ = download(self._client, url, provider=self.name, max_bytes=max_bytes, deadline_s=remaining)
         return data, ctype.split(";")[0].strip()

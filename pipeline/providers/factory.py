@@ -12,10 +12,13 @@ replicate       ReplicateProvider
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
+from pipeline.providers.adapter import OutputGuard
 from pipeline.providers.base import Provider
 from pipeline.providers.gemini import GeminiProvider
 from pipeline.providers.gemini_batch import GeminiBatchClient
@@ -30,17 +33,20 @@ def make_provider(
     client: httpx.Client,
     region: str | None = None,
     clock: Clock = utcnow,
+    output_guard: OutputGuard | None = None,
 ) -> Provider:
-    """The adapter for `config.kind`. No I/O; raises InputError when the config cannot work (no base_url)."""
+    """The adapter for `config.kind`. No I/O; raises InputError when the config cannot work (no base_url).
+    `output_guard` checks URLs a provider answers with before they are downloaded (see runtime)."""
+    kw: dict[str, Any] = {"region": region, "clock": clock, "output_guard": output_guard}
     if config.kind == "sandbox":
         config = config.model_copy(update={"auth": "header"})
-        return GeminiProvider(config, api_key, client, region=region, clock=clock)
+        return GeminiProvider(config, api_key, client, **kw)
     if config.kind in ("gemini", "gemini-batch"):
-        return GeminiProvider(config, api_key, client, region=region, clock=clock)
+        return GeminiProvider(config, api_key, client, **kw)
     if config.kind == "openai-images":
-        return OpenAIImagesProvider(config, api_key, client, region=region, clock=clock)
+        return OpenAIImagesProvider(config, api_key, client, **kw)
     if config.kind == "replicate":
-        return ReplicateProvider(config, api_key, client, region=region, clock=clock)
+        return ReplicateProvider(config, api_key, client, **kw)
     raise AssertionError(f"unhandled provider kind {config.kind!r}")  # pragma: no cover - Literal is closed
 
 

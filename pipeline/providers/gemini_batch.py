@@ -27,15 +27,11 @@ import httpx
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
 from pipeline.errors import InputError, ProviderError, ProviderUnavailable
-from pipeline.providers.adapter import HttpAdapter
+from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import ImageRequest, ImageResult
-from pipeline.providers.gemini import (
-    auth_headers,
-    classify_error,
-    model_path,
-    parse_generate_response,
-    request_body,
-)
+from pipeline.providers.gemini import auth_headers, model_path, request_body
+from pipeline.providers.gemini_answer import parse_generate_response
+from pipeline.providers.gemini_errors import classify_error
 from pipeline.providers.http import MAX_MESSAGE_CHARS, scrub
 from pipeline.providers.pricing import require_price
 
@@ -49,6 +45,40 @@ MAX_LIST_PAGES = 50
 CONTROL_TIMEOUT_S = 60.0
 #: largest batch answer read (inline results of a whole batch, or its JSONL results file)
 MAX_BATCH_ANSWER_BYTES = 2 * 1024 * 1024 * 1024
+
+
+#: google.rpc.Code of a batch item's error (a google.rpc.Status: python-genai types.JobError {code, message,
+#: details}; https://ai.google.dev/api/batch-mode InlinedResponse.error) -> the HTTP status whose rules apply.
+#: 3 INVALID_ARGUMENT terminal; 8 RESOURCE_EXHAUSTED rate-limited; 4 DEADLINE_EXCEEDED, 13 INTERNAL,
+#: 14 UNAVAILABLE retryable; 7 PERMISSION_DENIED, 16 UNAUTHENTICATED pause the provider. Codes from
+#: googleapis/googleapis google/rpc/code.proto; the others follow their canonical HTTP mapping there, except
+#: CANCELLED and ABORTED, read as retryable (503).
+RPC_CODES: dict[int, tuple[str, int]] = {
+    1: ("CANCELLED", 503), 2: ("UNKNOWN", 500), 3: ("INVALID_ARGUMENT", 400), 4: ("DEADLINE_EXCEEDED", 504),
+    5: ("NOT_FOUND", 404), 6: ("ALREADY_EXISTS", 409), 7: ("PERMISSION_DENIED", 403),
+    8: ("RESOURCE_EXHAUSTED", 429), 9: ("FAILED_PRECONDITION", 400), 10: ("ABORTED", 503),
+    11: ("OUT_OF_RANGE", 400), 12: ("UNIMPLEMENTED", 501), 13: ("INTERNAL", 500), 14: ("UNAVAILABLE", 503),
+    15: ("DATA_LOSS", 500), 16: ("UNAUTHENTICATED", 401),
+}  # fmt: skip
+_RPC_BY_NAME = {name: http for name, http in RPC_CODES.values()}
+
+
+def item_error(err: Mapping[str, Any], *, provider: str, now: Any, day_reset_hour_utc: int) -> ProviderError:
+    """A batch item's `error` as the right error. Its `code` is a google.rpc code (0-16), not an HTTP status;
+    a `status` string (as in HTTP error bodies) names it too and wins when present; an HTTP-looking code
+    (400-599, from proxies) is read as HTTP."""
+    code = err.get("code")
+    name = str(err.get("status") or "").upper()
+    if name in _RPC_BY_NAME:
+        status = _RPC_BY_NAME[name]
+    elif isinstance(code, int) and not isinstance(code, bool) and code in RPC_CODES:
+        name, status = RPC_CODES[code]
+    elif isinstance(code, int) and 400 <= code <= 599:
+        status = code
+    else:
+        status = 500
+    body = {"error": {**err, "status": name} if name else dict(err)}
+    return classify_error(status, body, provider=provider, now=now, day_reset_hour_utc=day_reset_hour_utc)
 
 
 class BatchState(StrEnum):
@@ -164,9 +194,10 @@ class GeminiBatchClient(HttpAdapter):
         *,
         region: str | None = None,
         clock: Clock = utcnow,
+        output_guard: OutputGuard | None = None,
         inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> None:
-        super().__init__(config, api_key, client, region=region, clock=clock)
+        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
         self.inline_max_bytes = inline_max_bytes
         self._model = model_path(config.model)
 
@@ -349,15 +380,7 @@ class GeminiBatchClient(HttpAdapter):
         try:
             err = item.get("error")
             if isinstance(err, Mapping):
-                code = err.get("code")
-                status = code if isinstance(code, int) and 400 <= code <= 599 else 500
-                return classify_error(
-                    status,
-                    {"error": err},
-                    provider=self.name,
-                    now=now,
-                    day_reset_hour_utc=self.config.day_reset_hour_utc,
-                )
+                return item_error(err, provider=self.name, now=now, day_reset_hour_utc=self.config.day_reset_hour_utc)
             return parse_generate_response(
                 item.get("response"), request, config=self.config, batch=True, now=now
             )

@@ -49,7 +49,7 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
-from pipeline.providers.adapter import HttpAdapter
+from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, expected_size
 from pipeline.providers.dialect import size_fits
 from pipeline.providers.http import MAX_MESSAGE_CHARS, decode_data_url, retry_after_s, short_text
@@ -141,8 +141,9 @@ class OpenAIImagesProvider(HttpAdapter):
         *,
         region: str | None = None,
         clock: Clock = utcnow,
+        output_guard: OutputGuard | None = None,
     ) -> None:
-        super().__init__(config, api_key, client, region=region, clock=clock)
+        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
         base = self.base_url
         self.base_url = base if base.endswith("/v1") else f"{base}/v1"
 

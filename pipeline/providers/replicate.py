@@ -49,7 +49,7 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
-from pipeline.providers.adapter import HttpAdapter
+from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult
 from pipeline.providers.http import MAX_MESSAGE_CHARS, retry_after_s, short_text
 from pipeline.providers.images import image_mime, validate_image
@@ -121,6 +121,7 @@ class ReplicateProvider(HttpAdapter):
         *,
         region: str | None = None,
         clock: Clock = utcnow,
+        output_guard: OutputGuard | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         poll_interval_s: float = POLL_INTERVAL_S,
@@ -128,7 +129,7 @@ class ReplicateProvider(HttpAdapter):
         owner, _, name = config.model.partition("/")
         if not owner or not name or "/" in name:
             raise InputError("model must be owner/name", where=f"providers.{config.name}.model")
-        super().__init__(config, api_key, client, region=region, clock=clock)
+        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
         self._sleep = sleep
         self._monotonic = monotonic
         self.poll_interval_s = poll_interval_s

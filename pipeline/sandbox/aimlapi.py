@@ -72,7 +72,7 @@ def error_body(status: int, message: str, path: str) -> dict[str, Any]:
 def fault_error(fault: Fault) -> AimlError:
     if fault is Fault.HTTP_500:
         return AimlError(500, "Internal server error")
-    if fault is Fault.HTTP_503:
+    if fault in (Fault.HTTP_503, Fault.SHED):
         return AimlError(503, "Service unavailable")
     if fault in (Fault.RATE_LIMIT, Fault.DAILY_QUOTA):
         return AimlError(429, "Too Many Requests")

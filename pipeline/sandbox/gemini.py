@@ -26,7 +26,7 @@ from pipeline.sandbox.gemini_wire import (
     quota_body,
     response_body,
 )
-from pipeline.sandbox.generation import malformed_json
+from pipeline.sandbox.generation import BATCH_RATES, STANDARD_RATES, blocked_cost, malformed_json
 from pipeline.sandbox.http import bearer_token, json_response, provider_name, read_json, token
 from pipeline.sandbox.state import Endpoint, SandboxState
 
@@ -137,6 +137,10 @@ class GeminiApi(GeminiBase):
                 str(e) if isinstance(e, BadRequest) else "Invalid JSON payload received. Unexpected token."
             )
             return self.answer(ep, 400, error_body(400, "INVALID_ARGUMENT", message), generate=True)
+        flex = parsed.service_tier == "flex"
+        if flex and not ep.profile.flex:
+            message = f"Service tier 'flex' is not supported for model models/{model}."
+            return self.answer(ep, 400, error_body(400, "INVALID_ARGUMENT", message), generate=True)
         refused = self.quota_error(ep, model)
         if refused is not None:
             return refused
@@ -147,9 +151,14 @@ class GeminiApi(GeminiBase):
                 decision.fault, model, ep.limiter.rpm, ep.limiter.rpd, ep.limiter.seconds_to_day_reset()
             )
             return self.answer(ep, status, body, generate=True)
-        gen = await self.state.generate(ep, gen_request, decision)
+        gen = await self.state.generate(ep, gen_request, decision, batch=flex)  # flex: half rates, as batch
         self.state.charge(ep, [gen])
         body = response_body(gen, parsed, model, token(), thought_parts=ep.profile.thought_parts)
+        if gen.image is None and ep.profile.price_per_image is None:
+            # a blocked call or a refusal is billed for the tokens it reports, not for an image (Google's
+            # billing FAQ exempts only 400/500 failures): the same rule as the adapter's
+            rates = BATCH_RATES if flex else STANDARD_RATES
+            self.state.ledger.bill(ep.name, ep.protocol, 0, blocked_cost(body["usageMetadata"], rates))
         self.state.ledger.request(ep.name, ep.protocol, 200, generate=True)
         text = json.dumps(body, separators=(",", ":"))
         if gen.fault is Fault.MALFORMED:

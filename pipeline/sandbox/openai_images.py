@@ -137,7 +137,7 @@ def fault_error(fault: Fault, model: str, ep: Endpoint) -> OpenAIError:
             "The server had an error while processing your request. Sorry about that!",
             type_="server_error",
         )
-    if fault is Fault.HTTP_503:
+    if fault in (Fault.HTTP_503, Fault.SHED):
         return OpenAIError(
             503, "The engine is currently overloaded, please try again later", type_="server_error"
         )

@@ -80,6 +80,8 @@ class FaultRates(_Strict):
     block_image: float = Field(default=0.0, ge=0, le=1)
     refuse: float = Field(default=0.0, ge=0, le=1)
     hang: float = Field(default=0.0, ge=0, le=1)
+    #: a request shed for capacity (Gemini Flex is best effort)
+    shed: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sum_at_most_one(self) -> FaultRates:
@@ -109,6 +111,8 @@ class EndpointProfile(_Strict):
     thought_parts: bool = True
     #: Gemini / OpenAI default output MIME type (OpenAI's output_format and Replicate's input win)
     output_mime: Literal["image/png", "image/jpeg"] = "image/png"
+    #: Gemini: whether the model takes `serviceTier: flex`; False answers it with a 400 naming the tier
+    flex: bool = True
     #: OpenAI: answer with url instead of b64_json even when the request does not ask for it
     response_format: Literal["b64_json", "url"] = "b64_json"
 

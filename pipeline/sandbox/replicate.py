@@ -73,7 +73,7 @@ def throttled(retry_after_s: float) -> Problem:
 def fault_problem(fault: Fault, ep: Endpoint) -> Problem:
     if fault is Fault.HTTP_500:
         return Problem(500, "Internal Server Error", "An internal error occurred. Please try again.")
-    if fault is Fault.HTTP_503:
+    if fault in (Fault.HTTP_503, Fault.SHED):
         return Problem(
             503, "Service Unavailable", "The service is temporarily unavailable. Please try again."
         )

@@ -40,6 +40,8 @@ PROFILE: dict[str, Any] = {
         "gemini-tight": {"protocol": "gemini", "rpm": 1, "bucket_s": 1.0},
         "openai-tight": {"protocol": "openai", "rpm": 1, "bucket_s": 1.0},
         "replicate-tight": {"protocol": "replicate", "rpm": 1, "bucket_s": 1.0},
+        # a model that refuses the Flex tier (a 400 naming the service tier)
+        "gemini-noflex": {"protocol": "gemini", "flex": False},
         # only KEYED_KEY is accepted
         "gemini-keyed": {"protocol": "gemini", "api_keys": ["the-right-key"]},
         "openai-keyed": {"protocol": "openai", "api_keys": ["the-right-key"]},
