@@ -3,7 +3,7 @@
 Where the image is:
 - `inlineData` (or `inline_data`) in the last part that is not a thought: Google's answer (PROVIDERS.md §1);
 - Gemini-format resellers also answer with the image in a text part: a `data:image/...;base64,` URL, or an
-  https URL, as a markdown image link (`![image](https://...)`) or as the whole text of the part. URLs are
+  http(s) URL, as a markdown image link (`![image](https://...)`) or as the whole text of the part. URLs are
   downloaded at once through `fetch` (the adapter's download: size-capped, the output guard checks the
   address as for references); without `fetch` (batch results) a URL answer is a fault.
 
@@ -37,8 +37,8 @@ IMAGE_BLOCK_REASONS = frozenset({
     "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "NO_IMAGE", "IMAGE_RECITATION", "IMAGE_OTHER",
 })  # fmt: skip
 _DATA_URL = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=_-]+")
-_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\((https://[^\s)]+)\)")
-_BARE_URL = re.compile(r"^\s*(https://\S+)\s*$")
+_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\((https?://[^\s)]+)\)")
+_BARE_URL = re.compile(r"^\s*(https?://\S+)\s*$")
 
 #: downloads an output URL: (bytes, MIME type); raises ProviderError
 Fetch = Callable[[str], tuple[bytes, str]]

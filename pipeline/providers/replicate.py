@@ -6,6 +6,9 @@ polling); an unfinished prediction is polled by id (`GET /v1/predictions/{id}`) 
 until config.timeout_s; then ProviderTimeout(maybe_billed=True, remote_id=id), and the pipeline calls
 `resume(id, request)` on the next attempt instead of paying for a second prediction. The output URL is
 downloaded at once (Replicate deletes it after an hour). Replicate bills per image: cost from the table.
+References up to DATA_URL_MAX_BYTES (256 KB) go inline as data URLs; larger ones are uploaded first through
+the files API (`POST /v1/files`, field `content`) and passed by the file's `urls.get`, as Replicate's HTTP
+API reference advises ("Use an HTTP URL when you have a large file > 256kb").
 
 Errors, classified here once:
 
@@ -61,6 +64,11 @@ MAX_WAIT_S = 60
 POLL_INTERVAL_S = 1.0
 #: extra read time on top of the wait before the create call counts as timed out
 WAIT_MARGIN_S = 10.0
+#: largest reference sent inline as a data URL; larger ones go through the files API and are passed by URL
+#: ("Use a data URL when you have a small file <= 256kb", Replicate's HTTP API reference, prediction input)
+DATA_URL_MAX_BYTES = 256 * 1024
+#: read timeout of a file upload
+UPLOAD_TIMEOUT_S = 60.0
 #: read timeout of a poll (GET /v1/predictions/{id})
 POLL_TIMEOUT_S = 30.0
 #: words in a failed prediction's error that mean a safety refusal (terminal)
@@ -166,8 +174,13 @@ class ReplicateProvider(HttpAdapter):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    def input(self, request: ImageRequest) -> dict[str, Any]:
-        refs = [f"data:{r.mime_type};base64,{base64.b64encode(r.data).decode()}" for r in request.references]
+    def input(self, request: ImageRequest, uploaded: dict[str, str] | None = None) -> dict[str, Any]:
+        """The prediction input; references by their uploaded URL (`uploaded`: sha256 -> URL) or as data URLs."""
+        uploaded = uploaded or {}
+        refs = [
+            uploaded.get(r.sha256) or f"data:{r.mime_type};base64,{base64.b64encode(r.data).decode()}"
+            for r in request.references
+        ]
         fmt = request.output_format.lower()
         return {
             "prompt": request.prompt,
@@ -182,7 +195,7 @@ class ReplicateProvider(HttpAdapter):
         resp = self.request(
             "POST",
             self.create_url,
-            content=json.dumps({"input": self.input(request)}),
+            content=json.dumps({"input": self.input(request, self._upload_large(request))}),
             headers=headers,
             timeout_s=self.wait_s + WAIT_MARGIN_S,
         )
@@ -206,6 +219,41 @@ class ReplicateProvider(HttpAdapter):
                 maybe_billed=True,
             )
         return payload
+
+    def _upload_large(self, request: ImageRequest) -> dict[str, str]:
+        """Upload references over DATA_URL_MAX_BYTES through the files API; sha256 -> the file's URL. Nothing is
+        billed yet: a failed upload is an unbilled, retryable error before the prediction is created."""
+        out: dict[str, str] = {}
+        for ref in request.references:
+            if len(ref.data) > DATA_URL_MAX_BYTES and ref.sha256 not in out:
+                out[ref.sha256] = self.upload_file(ref.data, ref.mime_type, f"reference-{ref.sha256[:12]}")
+        return out
+
+    def upload_file(self, data: bytes, mime_type: str, name: str) -> str:
+        """`POST /v1/files` (multipart field `content`, as replicate-python's files.create sends it); the file's
+        `urls.get`, which predictions take as an input URL (replicate-python helpers.encode_json)."""
+        ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(mime_type, "bin")
+        resp = self.request(
+            "POST",
+            f"{self.base_url}/v1/files",
+            files={"content": (f"{name}.{ext}", data, mime_type)},
+            headers=self._headers(),
+            timeout_s=UPLOAD_TIMEOUT_S,
+        )
+        payload = self.json_of(resp)
+        if resp.status_code not in (200, 201):
+            raise classify_error(
+                resp.status_code, payload, provider=self.name, headers=resp.headers, now=self._clock(),
+                text=resp.text[:MAX_MESSAGE_CHARS],
+            )
+        urls = payload.get("urls") if isinstance(payload, Mapping) else None
+        url = urls.get("get") if isinstance(urls, Mapping) else None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ProviderUnavailable(
+                "file upload answer has no urls.get", provider=self.name, http_status=resp.status_code,
+                error_class="upload",
+            )
+        return url
 
     def _get(self, remote_id: str) -> Mapping[str, Any] | float:
         """The prediction, or the seconds to wait before asking again (a passing fault)."""

@@ -6,6 +6,7 @@ Auth: `x-goog-api-key`, `Authorization: Bearer` or `?key=`.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +28,7 @@ from pipeline.sandbox.gemini_wire import (
     response_body,
 )
 from pipeline.sandbox.generation import BATCH_RATES, STANDARD_RATES, blocked_cost, malformed_json
-from pipeline.sandbox.http import bearer_token, json_response, provider_name, read_json, token
+from pipeline.sandbox.http import bearer_token, json_response, provider_name, read_json, root_url, token
 from pipeline.sandbox.state import Endpoint, SandboxState
 
 #: API versions served (the SDK's default is v1, REST docs use v1beta)
@@ -159,11 +160,29 @@ class GeminiApi(GeminiBase):
             # billing FAQ exempts only 400/500 failures): the same rule as the adapter's
             rates = BATCH_RATES if flex else STANDARD_RATES
             self.state.ledger.bill(ep.name, ep.protocol, 0, blocked_cost(body["usageMetadata"], rates))
+        if ep.profile.image_in != "inline":
+            self._image_in_text(body, ep.profile.image_in, root_url(request))
         self.state.ledger.request(ep.name, ep.protocol, 200, generate=True)
         text = json.dumps(body, separators=(",", ":"))
         if gen.fault is Fault.MALFORMED:
             text = malformed_json(text)
         return Response(text, media_type=JSON_UTF8)
+
+    def _image_in_text(self, body: dict[str, Any], mode: str, root: str) -> None:
+        """Move the final image into a text part, as Gemini-format resellers answer: a data URL, or a markdown
+        link to the image served under /_sandbox/files/."""
+        for cand in body.get("candidates", []):
+            parts = cand.get("content", {}).get("parts", [])
+            for i, part in enumerate(parts):
+                inline = part.get("inlineData")
+                if inline is None or part.get("thought"):
+                    continue
+                if mode == "text-data-url":
+                    parts[i] = {"text": f"data:{inline['mimeType']};base64,{inline['data']}"}
+                else:
+                    blob = self.state.files.put(base64.b64decode(inline["data"]), inline["mimeType"])
+                    ext = "png" if inline["mimeType"] == "image/png" else "jpg"
+                    parts[i] = {"text": f"![image]({root}/_sandbox/files/{blob.id}.{ext})"}
 
     def _model_info(self, model: str) -> dict[str, Any]:
         return {

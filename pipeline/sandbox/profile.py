@@ -111,6 +111,9 @@ class EndpointProfile(_Strict):
     thought_parts: bool = True
     #: Gemini / OpenAI default output MIME type (OpenAI's output_format and Replicate's input win)
     output_mime: Literal["image/png", "image/jpeg"] = "image/png"
+    #: Gemini: where the image goes in the answer: Google's `inlineData` part, or (Gemini-format resellers) a text
+    #: part holding a data URL, or a text part holding a markdown link to the image served by the sandbox
+    image_in: Literal["inline", "text-data-url", "text-url"] = "inline"
     #: Gemini: whether the model takes `serviceTier: flex`; False answers it with a 400 naming the tier
     flex: bool = True
     #: OpenAI: answer with url instead of b64_json even when the request does not ask for it

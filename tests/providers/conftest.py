@@ -40,6 +40,10 @@ PROFILE: dict[str, Any] = {
         "gemini-tight": {"protocol": "gemini", "rpm": 1, "bucket_s": 1.0},
         "openai-tight": {"protocol": "openai", "rpm": 1, "bucket_s": 1.0},
         "replicate-tight": {"protocol": "replicate", "rpm": 1, "bucket_s": 1.0},
+        # Gemini-format resellers that put the image in a text part: a data URL, or a markdown link
+        "reseller-dataurl": {"protocol": "gemini", "image_in": "text-data-url",
+                             "price_per_image": RESELLER_PRICES["laozhang"]},
+        "reseller-link": {"protocol": "gemini", "image_in": "text-url", "price_per_image": RESELLER_PRICES["laozhang"]},
         # a model that refuses the Flex tier (a 400 naming the service tier)
         "gemini-noflex": {"protocol": "gemini", "flex": False},
         # only KEYED_KEY is accepted
