@@ -362,11 +362,12 @@ class OpenAIImagesApi:
                 payload = gen.image[: len(gen.image) // 2] if gen.fault is Fault.TRUNCATED else gen.image
                 blob = self.state.files.put(payload, call.mime_type)
                 ext = EXTENSIONS.get(call.mime_type, "png")
-                data.append({"url": f"{root_url(request)}/_sandbox/files/{blob.id}.{ext}"})
+                url: str | None = f"{root_url(request)}/_sandbox/files/{blob.id}.{ext}"
+                data.append({"b64_json": None, "url": url, "revised_prompt": None})
             elif gen.fault is Fault.TRUNCATED:
-                data.append({"b64_json": truncated_b64(gen.image)})
+                data.append({"b64_json": truncated_b64(gen.image), "url": None, "revised_prompt": None})
             else:
-                data.append({"b64_json": base64.b64encode(gen.image).decode()})
+                data.append({"b64_json": base64.b64encode(gen.image).decode(), "url": None, "revised_prompt": None})
         first = made[0]
         width, height = first.request.size
         image_tokens = sum(g.usage.image_tokens for g in made if g.image is not None)
