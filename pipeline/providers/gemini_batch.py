@@ -31,7 +31,7 @@ from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import ImageRequest, ImageResult
 from pipeline.providers.gemini import auth_headers, model_path, request_body
 from pipeline.providers.gemini_answer import parse_generate_response
-from pipeline.providers.gemini_errors import classify_error
+from pipeline.providers.gemini_errors import classify_error, item_error
 from pipeline.providers.http import MAX_MESSAGE_CHARS, scrub
 from pipeline.providers.pricing import require_price
 
@@ -45,40 +45,6 @@ MAX_LIST_PAGES = 50
 CONTROL_TIMEOUT_S = 60.0
 #: largest batch answer read (inline results of a whole batch, or its JSONL results file)
 MAX_BATCH_ANSWER_BYTES = 2 * 1024 * 1024 * 1024
-
-
-#: google.rpc.Code of a batch item's error (a google.rpc.Status: python-genai types.JobError {code, message,
-#: details}; https://ai.google.dev/api/batch-mode InlinedResponse.error) -> the HTTP status whose rules apply.
-#: 3 INVALID_ARGUMENT terminal; 8 RESOURCE_EXHAUSTED rate-limited; 4 DEADLINE_EXCEEDED, 13 INTERNAL,
-#: 14 UNAVAILABLE retryable; 7 PERMISSION_DENIED, 16 UNAUTHENTICATED pause the provider. Codes from
-#: googleapis/googleapis google/rpc/code.proto; the others follow their canonical HTTP mapping there, except
-#: CANCELLED and ABORTED, read as retryable (503).
-RPC_CODES: dict[int, tuple[str, int]] = {
-    1: ("CANCELLED", 503), 2: ("UNKNOWN", 500), 3: ("INVALID_ARGUMENT", 400), 4: ("DEADLINE_EXCEEDED", 504),
-    5: ("NOT_FOUND", 404), 6: ("ALREADY_EXISTS", 409), 7: ("PERMISSION_DENIED", 403),
-    8: ("RESOURCE_EXHAUSTED", 429), 9: ("FAILED_PRECONDITION", 400), 10: ("ABORTED", 503),
-    11: ("OUT_OF_RANGE", 400), 12: ("UNIMPLEMENTED", 501), 13: ("INTERNAL", 500), 14: ("UNAVAILABLE", 503),
-    15: ("DATA_LOSS", 500), 16: ("UNAUTHENTICATED", 401),
-}  # fmt: skip
-_RPC_BY_NAME = {name: http for name, http in RPC_CODES.values()}
-
-
-def item_error(err: Mapping[str, Any], *, provider: str, now: Any, day_reset_hour_utc: int) -> ProviderError:
-    """A batch item's `error` as the right error. Its `code` is a google.rpc code (0-16), not an HTTP status;
-    a `status` string (as in HTTP error bodies) names it too and wins when present; an HTTP-looking code
-    (400-599, from proxies) is read as HTTP."""
-    code = err.get("code")
-    name = str(err.get("status") or "").upper()
-    if name in _RPC_BY_NAME:
-        status = _RPC_BY_NAME[name]
-    elif isinstance(code, int) and not isinstance(code, bool) and code in RPC_CODES:
-        name, status = RPC_CODES[code]
-    elif isinstance(code, int) and 400 <= code <= 599:
-        status = code
-    else:
-        status = 500
-    body = {"error": {**err, "status": name} if name else dict(err)}
-    return classify_error(status, body, provider=provider, now=now, day_reset_hour_utc=day_reset_hour_utc)
 
 
 class BatchState(StrEnum):
