@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import InputError
+from pipeline.providers.dialect import ImagesDialect
 from pipeline.providers.presets import PRESETS
 
 ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox", "kie"]
@@ -72,6 +73,10 @@ class ProviderConfig(_Strict):
     upload_base_url: str | None = None
     #: kie only: lifetime of the presigned URL a reference is passed by (S3 storage)
     reference_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    #: openai-images only: the preset's documented dialect (field names, edit model, reference field)
+    images: ImagesDialect = ImagesDialect()
+    #: gemini only: "flex" asks for Google's Flex tier (`serviceTier: flex`, half price, sheddable)
+    service_tier: Literal["standard", "flex"] = "standard"
 
     @field_validator("prices", mode="before")
     @classmethod
@@ -135,6 +140,13 @@ class BatchSettings(_Strict):
     create_grace_s: float = Field(default=300.0, gt=0)
 
 
+class FlexSettings(_Strict):
+    """Google's Flex tier (providers with `service_tier: flex`)."""
+
+    #: `mode: auto` uses flex providers only while the job's deadline is at least this far away
+    min_deadline_h: float = Field(default=1.0, ge=0)
+
+
 class Settings(_Strict):
     database_url: str = "sqlite:///.pipeline/pipeline.db"
     broker_url: str = "memory://"
@@ -144,6 +156,7 @@ class Settings(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     worker: WorkerSettings = WorkerSettings()
     batch: BatchSettings = BatchSettings()
+    flex: FlexSettings = FlexSettings()
     #: allow reference URLs that resolve to private, loopback or link-local addresses
     allow_private_references: bool = False
     #: the public https URL where `pipeline callbacks` is reachable from the internet; when set, task APIs
@@ -214,7 +227,7 @@ def _merge_providers(overrides: Mapping[str, Any], where: str) -> dict[str, Any]
             raise InputError(f"provider {name!r} must be a mapping", where=where)
         base = merged.get(str(name), {})
         entry = {**base, **over}
-        for sub in ("limits", "prices"):
+        for sub in ("limits", "prices", "images"):
             if isinstance(base.get(sub), dict) and isinstance(over.get(sub), dict):
                 entry[sub] = {**base[sub], **over[sub]}
         merged[str(name)] = entry
@@ -242,7 +255,7 @@ def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] 
         var = f"PIPELINE_{key.upper()}"
         if var in env:
             value: Any = env[var]
-            if key in ("budget", "providers", "worker", "batch"):
+            if key in ("budget", "providers", "worker", "batch", "flex"):
                 try:
                     value = yaml.safe_load(value)
                 except yaml.YAMLError:

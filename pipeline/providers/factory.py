@@ -14,10 +14,13 @@ kie             KieProvider (Kie.ai Market task API); references become URLs thr
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
+from pipeline.providers.adapter import OutputGuard
 from pipeline.providers.base import Provider
 from pipeline.providers.gemini import GeminiProvider
 from pipeline.providers.gemini_batch import GeminiBatchClient
@@ -35,21 +38,24 @@ def make_provider(
     client: httpx.Client,
     region: str | None = None,
     clock: Clock = utcnow,
+    output_guard: OutputGuard | None = None,
     storage: Storage | None = None,
     inbox: CallbackInbox | None = None,
     public_base_url: str | None = None,
 ) -> Provider:
     """The adapter for `config.kind`. No I/O; raises InputError when the config cannot work (no base_url).
-    `storage` (the backend itself, not the spool), `inbox` and `public_base_url` serve task APIs (kie)."""
+    `output_guard` checks URLs a provider answers with before they are downloaded (see runtime); `storage`
+    (the backend itself, not the spool), `inbox` and `public_base_url` serve task APIs (kie)."""
+    kw: dict[str, Any] = {"region": region, "clock": clock, "output_guard": output_guard}
     if config.kind == "sandbox":
         config = config.model_copy(update={"auth": "header"})
-        return GeminiProvider(config, api_key, client, region=region, clock=clock)
+        return GeminiProvider(config, api_key, client, **kw)
     if config.kind in ("gemini", "gemini-batch"):
-        return GeminiProvider(config, api_key, client, region=region, clock=clock)
+        return GeminiProvider(config, api_key, client, **kw)
     if config.kind == "openai-images":
-        return OpenAIImagesProvider(config, api_key, client, region=region, clock=clock)
+        return OpenAIImagesProvider(config, api_key, client, **kw)
     if config.kind == "replicate":
-        return ReplicateProvider(config, api_key, client, region=region, clock=clock)
+        return ReplicateProvider(config, api_key, client, **kw)
     if config.kind == "kie":
         refs = reference_host(config, storage=storage, client=client, api_key=api_key, clock=clock)
         callbacks = Callbacks(inbox, public_base_url) if inbox is not None and public_base_url else None

@@ -24,7 +24,7 @@ PROTOCOL = {
     "laozhang": "gemini",
     "laozhang-openai": "openai",
     "kie": "kie",
-    "aimlapi": "openai",
+    "aimlapi": "aimlapi",
     "replicate": "replicate",
 }
 PROFILE: dict[str, Any] = {
@@ -44,6 +44,12 @@ PROFILE: dict[str, Any] = {
         # Kie's errors inside HTTP 200 envelopes, as public clients see them
         "kie-200": {"protocol": "kie", "error_status": "200", "price_per_image": RESELLER_PRICES["kie"],
                     "hang_s": HANG_S},
+        # Gemini-format resellers that put the image in a text part: a data URL, or a markdown link
+        "reseller-dataurl": {"protocol": "gemini", "image_in": "text-data-url",
+                             "price_per_image": RESELLER_PRICES["laozhang"]},
+        "reseller-link": {"protocol": "gemini", "image_in": "text-url", "price_per_image": RESELLER_PRICES["laozhang"]},
+        # a model that refuses the Flex tier (a 400 naming the service tier)
+        "gemini-noflex": {"protocol": "gemini", "flex": False},
         # only KEYED_KEY is accepted
         "gemini-keyed": {"protocol": "gemini", "api_keys": ["the-right-key"]},
         "openai-keyed": {"protocol": "openai", "api_keys": ["the-right-key"]},

@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.errors import BadImage, InputError, ProviderLevelError, ProviderTimeout, ProviderUnavailable
 from pipeline.providers.factory import make_batch_client, make_provider
-from pipeline.providers.gemini import GeminiProvider, next_reset, parse_duration_s
+from pipeline.providers.gemini import GeminiProvider
 from pipeline.providers.gemini_batch import GeminiBatchClient
+from pipeline.providers.gemini_errors import next_reset, parse_duration_s
 from pipeline.providers.http import (
     CONNECT_TIMEOUT_S,
     POOL_SIZE,

@@ -77,9 +77,6 @@ def test_generations_b64_wire_and_flat_price() -> None:
         "prompt": "a mug",
         "n": 1,
         "size": "1376x768",
-        "aspect_ratio": "16:9",
-        "resolution": "1K",
-        "image_size": "1K",
         "response_format": "b64_json",
         "output_format": "png",
     }
@@ -117,8 +114,8 @@ def test_edits_multipart_with_image_array() -> None:
     ref2 = Reference(data=image_bytes(9, 9, "JPEG"), mime_type="image/jpeg", sha256="b")
     rec = Recorder([respond(200, images_ok(sized("16:9")))])
     req = ImageRequest("a mug", "1K", "16:9", references=(ref1, ref2))
-    result = provider(rec, "aimlapi").generate(req, CallHooks())
-    assert result.cost_usd == Decimal("0.10")  # no input_image price: resellers bill flat
+    result = provider(rec).generate(req, CallHooks())
+    assert result.cost_usd == Decimal("0.05")  # no input_image price: resellers bill flat
     sent = rec.requests[0]
     assert sent.url == "https://provider.test/v1/images/edits"
     assert sent.headers["content-type"].startswith("multipart/form-data")
@@ -126,8 +123,14 @@ def test_edits_multipart_with_image_array() -> None:
     assert body.count(b'name="image[]"') == 2
     assert b'filename="reference-0.png"' in body and b'filename="reference-1.jpg"' in body
     assert ref1.data in body and ref2.data in body
-    assert b'name="model"\r\n\r\ngoogle/nano-banana-pro' in body
-    assert b'name="size"\r\n\r\n1376x768' in body and b'name="aspect_ratio"\r\n\r\n16:9' in body
+    assert b'name="model"\r\n\r\ngemini-3-pro-image-preview' in body
+    assert b'name="size"\r\n\r\n1376x768' in body and b'name="aspect_ratio"' not in body
+
+
+def test_generic_dialect_refuses_4k_before_sending() -> None:
+    rec = Recorder([respond(200, images_ok(sized("16:9", "4K")))])
+    err = fail(rec, ImageRequest("a mug", "4K", "16:9"))
+    assert isinstance(err, InvalidRequest) and "4K" in err.message and not rec.requests
 
 
 @pytest.mark.parametrize(
