@@ -411,7 +411,7 @@ def beat(config: ConfigOpt = None) -> None:
 def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8090,
             host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
             profile: Annotated[Path | None, typer.Option(help="sandbox profile YAML")] = None) -> None:
-    """Run the provider simulator (Gemini, batch, OpenAI images, Replicate wire formats)."""
+    """Run the provider simulator (Gemini, batch, OpenAI images, Replicate, Kie.ai task API wire formats)."""
     from pipeline.sandbox.profile import load_profile
     from pipeline.sandbox.server import serve_forever
 
@@ -431,6 +431,7 @@ def _register_area_commands() -> None:
     importlib.import_module("pipeline.commands.providers").register(app)
     importlib.import_module("pipeline.commands.probe").register(app)
     importlib.import_module("pipeline.commands.schedule").register(app)
+    importlib.import_module("pipeline.commands.callbacks").register(app)
     importlib.import_module("pipeline.commands.review").register(app)
 
 
