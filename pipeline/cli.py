@@ -228,10 +228,20 @@ def rerun(job: str, config: ConfigOpt = None,
           failed: Annotated[bool, typer.Option("--failed", help="failed and blocked items (default)")] = False,
           items: Annotated[str | None, typer.Option("--items", help="comma-separated item ids")] = None,
           all_items: Annotated[bool, typer.Option("--all", help="every final item")] = False,
-          force: Annotated[bool, typer.Option("--force", help="bypass the cache (pays again)")] = False) -> None:
+          force: Annotated[bool, typer.Option("--force", help="bypass the cache (pays again)")] = False,
+          rejected: Annotated[bool, typer.Option("--rejected", help="items rejected in review: regenerated with "
+                                                 "their edited prompts, old images kept")] = False) -> None:
     """Put items of a job back to pending (failed and blocked by default). Workers process them; in the
     embedded mode (memory broker) they are processed here, with a progress bar, as `run` does."""
     from pipeline.core.control import rerun as do_rerun
+
+    if rejected:
+        if failed or items or all_items or force:
+            fail(InputError("--rejected goes alone (it bypasses the cache for those items)", where="--rejected"))
+        from pipeline.commands.review import rerun_rejected
+
+        rerun_rejected(job, config)
+        return
 
     if force and not all_items and not items:
         fail(InputError("--force needs --all or --items", where="--force"))
@@ -418,7 +428,7 @@ def beat(config: ConfigOpt = None) -> None:
 def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1", min=1, max=65535)] = 8090,
             host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
             profile: Annotated[Path | None, typer.Option(help="sandbox profile YAML")] = None) -> None:
-    """Run the provider simulator (Gemini, batch, OpenAI images, Replicate wire formats)."""
+    """Run the provider simulator (Gemini, batch, OpenAI images, Replicate, Kie.ai task API wire formats)."""
     from pipeline.sandbox.profile import load_profile
     from pipeline.sandbox.server import serve_forever
 
@@ -441,6 +451,8 @@ def _register_area_commands() -> None:
     importlib.import_module("pipeline.commands.providers").register(app)
     importlib.import_module("pipeline.commands.probe").register(app)
     importlib.import_module("pipeline.commands.schedule").register(app)
+    importlib.import_module("pipeline.commands.callbacks").register(app)
+    importlib.import_module("pipeline.commands.review").register(app)
 
 
 _register_area_commands()

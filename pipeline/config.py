@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipeline.errors import InputError
 from pipeline.files import read_capped
 from pipeline.money import storable_problem
+from pipeline.providers.dialect import ImagesDialect
 from pipeline.providers.presets import PRESETS
 
-ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox"]
+ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox", "kie"]
 RESOLUTIONS = ("1K", "2K", "4K")
 
 #: the default config file name, looked up in the working directory
@@ -69,6 +70,11 @@ def database_url_problem(url: str) -> str | None:
                     "e.g. sqlite:///.pipeline/pipeline.db")
     return None
 
+#: shortest serve token accepted (a guessable token on a public address is no protection)
+MIN_TOKEN_CHARS = 16
+#: the environment variable that sets serve.token (wins over the config file)
+SERVE_TOKEN_ENV = "PIPELINE_SERVE_TOKEN"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +84,10 @@ class Limits(_Strict):
     rpm: int = Field(default=60, gt=0)
     rpd: int = Field(default=100_000, gt=0)
     concurrency: int = Field(default=8, gt=0)
+    #: count the rate over windows of this many seconds: at most rpm x window_s / 60 requests in any such window,
+    #: admitted at once when they come at once (Kie.ai: 20 new tasks per 10 s = rpm 120, window_s 10). Without
+    #: it, requests are spaced evenly at rpm.
+    window_s: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class ProviderConfig(_Strict):
@@ -105,6 +115,15 @@ class ProviderConfig(_Strict):
     cost_from_usage: bool = False
     #: openai-images only: ask for "b64_json" (default) or "url" answers
     response_format: Literal["b64_json", "url"] = "b64_json"
+    #: kie only: base URL of Kie's file upload API, used for references when storage has no presigned URLs
+    #: (file storage); None = references need S3 storage (validate says so)
+    upload_base_url: str | None = None
+    #: kie only: lifetime of the presigned URL a reference is passed by (S3 storage)
+    reference_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    #: openai-images only: the preset's documented dialect (field names, edit model, reference field)
+    images: ImagesDialect = ImagesDialect()
+    #: gemini only: "flex" asks for Google's Flex tier (`serviceTier: flex`, half price, sheddable)
+    service_tier: Literal["standard", "flex"] = "standard"
 
     @field_validator("prices", mode="before")
     @classmethod
@@ -180,6 +199,67 @@ class BatchSettings(_Strict):
     create_grace_s: float = Field(default=300.0, gt=0)
 
 
+class FlexSettings(_Strict):
+    """Google's Flex tier (providers with `service_tier: flex`)."""
+
+    #: `mode: auto` uses flex providers only while the job's deadline is at least this far away
+    min_deadline_h: float = Field(default=1.0, ge=0)
+
+
+#: job events a webhook can be told about
+NotifyEvent = Literal["finished", "failed", "budget"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("finished", "failed", "budget")
+
+
+class NotifySettings(_Strict):
+    """Job notifications (`notify:`): a Slack-compatible webhook told once per event of a job run."""
+
+    #: the webhook; a Slack incoming-webhook URL carries its secret, so prefer webhook_url_env
+    webhook_url: str | None = None
+    #: name of an environment variable holding the webhook URL (read when the notification is sent)
+    webhook_url_env: str | None = None
+    #: finished: a run ended with no failed item; failed: it ended with some; budget: a cap blocked an item
+    on: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 (yaml.safe_load) reads a bare `on:` key as the boolean True
+        if isinstance(data, dict) and True in data:
+            data = {**{k: v for k, v in data.items() if k is not True}, "on": data[True]}
+        return data
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("webhook_url is an http(s):// address")
+        return v
+
+
+class ServeSettings(_Strict):
+    """`pipeline serve`: the review web app."""
+
+    #: required when the app binds to anything but loopback (PIPELINE_SERVE_TOKEN wins over it)
+    token: SecretStr | None = None
+    #: the app's address as users reach it (https://review.example.com); notifications link to job pages
+    public_url: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"the serve token must have at least {MIN_TOKEN_CHARS} characters")
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("public_url is an http(s):// address")
+        return v.rstrip("/") if v else v
+
+
 class Settings(_Strict):
     database_url: str = "sqlite:///.pipeline/pipeline.db"
     broker_url: str = "memory://"
@@ -189,8 +269,16 @@ class Settings(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     worker: WorkerSettings = WorkerSettings()
     batch: BatchSettings = BatchSettings()
+    flex: FlexSettings = FlexSettings()
     #: allow reference URLs that resolve to private, loopback or link-local addresses
     allow_private_references: bool = False
+    #: the public https URL where `pipeline callbacks` is reachable from the internet; when set, task APIs
+    #: (Kie.ai) are asked to call back there instead of only being polled
+    public_base_url: str | None = None
+    #: job notifications (a manifest's own `notify:` overrides these keys for its job)
+    notify: NotifySettings | None = None
+    #: the review web app (`pipeline serve`)
+    serve: ServeSettings = ServeSettings()
     #: "text" or "json" (one JSON object a line)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "WARNING"
@@ -203,6 +291,16 @@ class Settings(_Strict):
         problem = database_url_problem(v)
         if problem:
             raise ValueError(problem)
+        return v
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")) or "@" in v.split("/")[2]:
+            raise ValueError("must be an http(s) URL without credentials, e.g. https://hooks.example.com/pipeline")
         return v
 
     @property
@@ -249,7 +347,7 @@ def _merge_providers(overrides: Mapping[str, Any], where: str) -> dict[str, Any]
             raise InputError(f"provider {name!r} must be a mapping", where=where)
         base = merged.get(str(name), {})
         entry = {**base, **over}
-        for sub in ("limits", "prices"):
+        for sub in ("limits", "prices", "images"):
             if isinstance(base.get(sub), dict) and isinstance(over.get(sub), dict):
                 entry[sub] = {**base[sub], **over[sub]}
         merged[str(name)] = entry
@@ -277,12 +375,17 @@ def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] 
         var = f"PIPELINE_{key.upper()}"
         if var in env:
             value: Any = env[var]
-            if key in ("budget", "providers", "worker", "batch"):
+            if key in ("budget", "providers", "worker", "batch", "flex", "notify", "serve"):
                 try:
                     value = yaml.safe_load(value)
                 except yaml.YAMLError:
                     raise InputError("must be YAML or JSON", where=var) from None
             data[key] = value
+    if env.get(SERVE_TOKEN_ENV):
+        serve = data.get("serve") or {}
+        if not isinstance(serve, Mapping):
+            raise InputError("serve must be a mapping", where=source)
+        data["serve"] = {**serve, "token": env[SERVE_TOKEN_ENV]}
     data["providers"] = _merge_providers(data.get("providers") or {}, source)
     data["source"] = source
     try:
@@ -301,3 +404,11 @@ def api_key(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> s
         return None
     env = os.environ if env is None else env
     return env.get(provider.api_key_env) or None
+
+
+def webhook_url(notify: NotifySettings, env: Mapping[str, str] | None = None) -> str | None:
+    """The webhook a notify block names: its URL, or the value of the variable webhook_url_env names."""
+    if notify.webhook_url_env:
+        env = os.environ if env is None else env
+        return env.get(notify.webhook_url_env) or None
+    return notify.webhook_url

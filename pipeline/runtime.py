@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.callbacks import SqlCallbackInbox
 from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
 from pipeline.core.context import Context, GateLike, ProviderRegistry
@@ -33,6 +34,7 @@ from pipeline.providers.factory import make_batch_client, make_provider
 from pipeline.providers.gemini_batch import GeminiBatchClient
 from pipeline.providers.http import make_http_client
 from pipeline.redact import install as install_secrets
+from pipeline.references import ReferenceFetcher
 from pipeline.storage.base import Storage
 from pipeline.storage.factory import open_storage
 from pipeline.storage.s3 import S3Reader
@@ -174,8 +176,12 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
     http = make_http_client(max(p.timeout_s for p in settings.providers.values()))
     closers.append(http.close)
 
+    guard = ReferenceFetcher(allow_private=settings.allow_private_references, allow_http=True).check_url
+    inbox = SqlCallbackInbox(sessions)
+
     def factory(cfg: ProviderConfig, region: str | None) -> Provider:
-        return make_provider(cfg, api_key=api_key(cfg), client=http, region=region)
+        return make_provider(cfg, api_key=api_key(cfg), client=http, region=region, output_guard=guard,
+                             storage=inner, inbox=inbox, public_base_url=settings.public_base_url)
 
     registry = ProviderRegistry(settings, factory)
     closers.append(registry.close)

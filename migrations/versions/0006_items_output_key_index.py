@@ -1,7 +1,7 @@
 """index items.output_key (submit refuses keys another job writes)
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0004
 Create Date: 2026-11-29 21:00:00
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006"
-down_revision = "0001"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -28,6 +28,7 @@ from pipeline.core.costs import estimate_cost
 from pipeline.core.process import _close_attempt, _serve_from_cache, _settle_failure, _settle_success, _transition
 from pipeline.db.models import Attempt, Batch, Item, Job
 from pipeline.errors import PipelineError, ProviderError
+from pipeline.notify.events import claim_budget
 from pipeline.providers.base import ImageRequest, ImageResult
 from pipeline.providers.gemini_batch import BatchState, GeminiBatchClient
 from pipeline.states import AttemptOutcome, ItemState, JobState
@@ -109,6 +110,7 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
                     _transition(bctx, s, item.id, now, state=ItemState.BLOCKED, finished_at=now,
                                 failure_reason=f"budget: the {resv.scope} cap leaves no room for {est} USD")
                     cache.abandon(s, item.cache_key, item.id)
+                    claim_budget(s, job.id, ctx.settings.notify, now)  # the run's budget notification, once
                 else:
                     _transition(bctx, s, item.id, now, state=ItemState.PENDING,
                                 next_attempt_at=now + timedelta(seconds=5))

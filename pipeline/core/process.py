@@ -25,6 +25,7 @@ from pipeline.core.costs import estimate_cost, list_cost
 from pipeline.core.leases import claim, holding, owned
 from pipeline.core.providers_state import availability, record_fault, record_success, set_status
 from pipeline.core.sweep import give_back
+from pipeline.core.tiers import flex_order
 from pipeline.db.models import Attempt, Item, Job, LedgerEntry
 from pipeline.errors import (
     DailyQuotaExceeded,
@@ -38,6 +39,7 @@ from pipeline.gate.backoff import backoff_s
 from pipeline.gate.base import GateLimits
 from pipeline.logging_setup import log_context, set_log_job
 from pipeline.money import ZERO
+from pipeline.notify.events import claim_budget
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, ResumableProvider
 from pipeline.states import AttemptOutcome, ItemState, ProviderStatus
 
@@ -90,8 +92,9 @@ def choose_provider(ctx: Context, s: Session, job: Job, item: Item, now: datetim
     start = item.provider_index % len(names) if failover and names else 0
     order = [(i, names[i]) for i in range(start, len(names))] + [(i, names[i]) for i in range(start)]
     candidates = order[:1] if not failover else order
+    candidates, reasons = flex_order(candidates, ctx.providers.config, mode=job.mode, deadline_at=job.deadline_at,
+                                     now=now, min_deadline_h=ctx.settings.flex.min_deadline_h)
     earliest: datetime | None = None
-    reasons: list[str] = []
     for idx, name in candidates:
         try:
             cfg = ctx.providers.config(name)
@@ -153,6 +156,8 @@ def _finish(ctx: Context, s: Session, item: Item, state: ItemState, reason: str 
     ok = _transition(ctx, s, item.id, now, state=state, failure_reason=reason, finished_at=now)
     if state in (ItemState.FAILED, ItemState.BLOCKED, ItemState.CANCELLED):
         cache.abandon(s, item.cache_key, item.id)
+    if ok and state == ItemState.BLOCKED:
+        claim_budget(s, item.job_id, ctx.settings.notify, now)  # the run's budget notification, once
     return ok
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.db.models import Attempt, Item, Job, LedgerEntry
 from pipeline.money import ZERO, show
+from pipeline.review.state import review_counts
 from pipeline.states import ACTIVE_STATES, AttemptOutcome, ItemState, JobState
 
 ALL_STATES = [str(s) for s in ItemState]
@@ -56,6 +57,8 @@ class JobSummary:
     def stored_items(self) -> int:
         """Succeeded and cached items whose image is in storage (spooled ones not counted)."""
         return self.counts.get("succeeded", 0) + self.counts.get("cached", 0) - (self.spooled_items or 0)
+    #: review counts over the job's items: {"approved", "rejected", "unreviewed"}
+    review: dict[str, int] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -81,6 +84,7 @@ class JobSummary:
             **({} if self.spooled_items is None else {
                 "stored_items": self.stored_items, "spooled_items": self.spooled_items,
                 "spooled": list(self.spooled_keys)}),
+            "review": self.review or {"approved": 0, "rejected": 0, "unreviewed": sum(self.counts.values())},
         }
 
 
@@ -140,7 +144,7 @@ def job_summary(s: Session, job: Job, *, since: datetime | None = None, until: d
         unknown.append(Attempt.started_at < until)
     maybe = s.scalar(select(func.count()).select_from(Attempt).where(*unknown)) or 0
     return JobSummary(job.id, job.name, job_state(job, c), c, _sum(by_provider), by_provider, by_resolution, fails,
-                      int(maybe))
+                      int(maybe), review=review_counts(s, job.id))
 
 
 #: what `pipeline report --by` accepts

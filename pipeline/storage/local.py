@@ -109,6 +109,10 @@ class FileStorage:
     def url(self, key: str) -> str:
         return self._path(key, resolve=False).as_uri()
 
+    def presigned_url(self, key: str, expires_s: int) -> None:
+        """Files have no URL another host can fetch: None (callers use another way, or refuse up front)."""
+        return None
+
     def check(self) -> None:
         """Refuse an unsafe root (`check_location`), create the root if needed and make sure it is a writable
         directory."""
@@ -143,6 +147,11 @@ class FileStorage:
                                          f"{str(target)!r}); remove it or point the storage URL elsewhere")
         except OSError as exc:
             raise _translate(exc, "check", "") from exc
+
+    def path_of(self, key: str) -> Path:
+        """The file that holds `key`, checked like every other access (sanitised key, inside the root, no
+        symlink out of it): what the review app serves. Raises UnsafeKey."""
+        return self._path(key)
 
     # -- keys to paths ---------------------------------------------------------------------------
 

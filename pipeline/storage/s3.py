@@ -58,6 +58,8 @@ _SCRUB = (
 _BOTO_ERRORS = (bx.BotoCoreError, bx.ClientError, OSError)
 #: longest provider message kept in a StorageError
 _MAX_MESSAGE_CHARS = 200
+#: longest lifetime of a presigned URL (SigV4's limit: 7 days)
+MAX_PRESIGN_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ def make_s3_client(
         read_timeout=opts.read_timeout_s,
         retries={"max_attempts": opts.max_attempts, "mode": "standard"},
         max_pool_connections=opts.max_pool_connections,
+        # SigV4 everywhere, presigned URLs included (botocore may otherwise presign with the legacy SigV2)
+        signature_version="s3v4",
     )
     try:
         if env is None:
@@ -195,6 +199,19 @@ class S3Storage:
 
     def check_location(self) -> None:
         """Nothing to check without the network: every key is confined to the prefix when it is built."""
+
+    def presigned_url(self, key: str, expires_s: int = 300, content_type: str | None = None) -> str:
+        """A SigV4 presigned GET URL for one object (signed locally by botocore: no request is made), valid for
+        `expires_s` (S3 caps it at 7 days). Task APIs fetch references from it (Kie.ai); the review app sends
+        browsers here instead of proxying the bytes (`content_type` sets the answer's Content-Type)."""
+        if not 1 <= expires_s <= MAX_PRESIGN_S:
+            raise ValueError(f"expires_s must be in 1..{MAX_PRESIGN_S}")
+        full = self._full_key(key)
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": full}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        return self._call("presign", full, lambda: self.client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=int(expires_s)))
 
     # -- helpers ---------------------------------------------------------------------------------
 
