@@ -507,7 +507,3 @@ def _settle_success(ctx: Context, item: Item, job_id: int, name: str, attempt_id
         return Outcome.LOST_LEASE
     return Outcome.SUCCEEDED
 
-
-def job_of(ctx: Context, item_id: int) -> int | None:
-    with ctx.sessions() as s:
-        return s.scalar(select(Item.job_id).where(Item.id == item_id))
