@@ -18,11 +18,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from pipeline.config import BudgetCaps
-from pipeline.core import budget, cache, thumbs
+from pipeline.core import budget, cache, lifecycle, thumbs
 from pipeline.core.alerts import claim_alerts, send_alerts
 from pipeline.core.context import Context
 from pipeline.core.costs import estimate_cost, list_cost
-from pipeline.core.leases import claim, holding, owned
+from pipeline.core.leases import claim, holding
 from pipeline.core.providers_state import availability, record_fault, record_success, set_status
 from pipeline.core.sweep import give_back
 from pipeline.db.models import Attempt, Item, Job, LedgerEntry
@@ -132,25 +132,15 @@ def _next_provider_index(s: Session, job_id: int, name: str) -> int | None:
     return (names.index(name) + 1) % len(names)
 
 
-def _transition(ctx: Context, s: Session, item_id: int, now: datetime, **values: object) -> bool:
-    # an item leaving RUNNING holds no budget: its reservation is settled (or was never taken) by then
-    values = {"reserved_usd": ZERO, **values}
-    res = s.execute(update(Item).where(owned(item_id, ctx.owner))
-                    .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-                    .execution_options(synchronize_session=False))
-    return bool(res.rowcount == 1)  # type: ignore[attr-defined]
-
-
 def _retry_later(ctx: Context, item_id: int, at: datetime, reason: str | None = None) -> Outcome:
     now = ctx.clock()
     with ctx.sessions.begin() as s:
-        ok = _transition(ctx, s, item_id, now, state=ItemState.PENDING, next_attempt_at=at,
-                         **({"failure_reason": reason} if reason else {}))
+        ok = lifecycle.retry_at(s, item_id, ctx.owner, at, now, reason=reason)
     return Outcome.RETRY if ok else Outcome.LOST_LEASE
 
 
 def _finish(ctx: Context, s: Session, item: Item, state: ItemState, reason: str | None, now: datetime) -> bool:
-    ok = _transition(ctx, s, item.id, now, state=state, failure_reason=reason, finished_at=now)
+    ok = lifecycle.finish(s, item.id, ctx.owner, state, now, reason=reason)
     if state in (ItemState.FAILED, ItemState.BLOCKED, ItemState.CANCELLED):
         cache.abandon(s, item.cache_key, item.id)
     return ok
@@ -191,8 +181,7 @@ def _process_claimed(ctx: Context, item: Item) -> Outcome:
         choice = choose_provider(ctx, s, job, item, now)
         if choice.name is None:
             if choice.wait_until is not None:
-                _transition(ctx, s, item.id, now, state=ItemState.PENDING, next_attempt_at=choice.wait_until,
-                            failure_reason=choice.reason)
+                lifecycle.retry_at(s, item.id, ctx.owner, choice.wait_until, now, reason=choice.reason)
                 return Outcome.RETRY
             _finish(ctx, s, item, ItemState.FAILED, choice.reason, now)
             return Outcome.FAILED
@@ -200,8 +189,7 @@ def _process_claimed(ctx: Context, item: Item) -> Outcome:
         if decision.decision == cache.Decision.HIT:
             pass  # served below, outside this transaction (storage copy first)
         elif decision.decision == cache.Decision.WAIT:
-            _transition(ctx, s, item.id, now, state=ItemState.PENDING,
-                        next_attempt_at=now + timedelta(seconds=CACHE_WAIT_S))
+            lifecycle.retry_at(s, item.id, ctx.owner, now + timedelta(seconds=CACHE_WAIT_S), now)
             return Outcome.RETRY
         job_id, region = job.id, job.region
     if decision.decision == cache.Decision.HIT:
@@ -221,8 +209,8 @@ def _serve_from_cache(ctx: Context, item: Item, decision: cache.CacheDecision) -
     list_usd = decision.list_cost_usd if decision.list_cost_usd is not None else list_cost(
         item.resolution, len(item.references))
     with ctx.sessions.begin() as s:
-        if not _transition(ctx, s, item.id, now, state=ItemState.CACHED, stored_url=url, cost_usd=ZERO,
-                           finished_at=now, failure_reason=None, force=False, thumb_key=thumb):
+        if not lifecycle.finish(s, item.id, ctx.owner, ItemState.CACHED, now, stored_url=url, cost_usd=ZERO,
+                                thumb_key=thumb):
             return Outcome.LOST_LEASE
         s.add(LedgerEntry(job_id=item.job_id, item_id=item.id, provider="cache", kind="cache_hit",
                           resolution=item.resolution, cost_usd=ZERO, list_cost_usd=list_usd,
@@ -250,8 +238,7 @@ def _call_provider(ctx: Context, item: Item, job_id: int, region: str | None, ch
         if resv.verdict != budget.Verdict.RESERVED:
             s.rollback()
         else:  # the item records what it holds, so whoever gives it back can settle it (sweep.give_back)
-            s.execute(update(Item).where(owned(item.id, ctx.owner)).values(reserved_usd=estimate)
-                      .execution_options(synchronize_session=False))
+            lifecycle.hold(s, item.id, ctx.owner, estimate)
     if resv.verdict == budget.Verdict.BLOCKED:
         with ctx.sessions.begin() as s:
             _finish(ctx, s, item, ItemState.BLOCKED,
@@ -265,13 +252,12 @@ def _call_provider(ctx: Context, item: Item, job_id: int, region: str | None, ch
         wait_s = max(0.05, admission.retry_after_s)
         with ctx.sessions.begin() as s:
             budget.settle(s, job_id, estimate, ZERO, caps, now)
-            values: dict[str, object] = {}
+            nxt: int | None = None
             if wait_s > FAILOVER_AFTER_WAIT_S:
                 nxt = _next_provider_index(s, job_id, name)
                 if nxt is not None:  # another provider can take it now rather than wait for this one
-                    values, wait_s = {"provider_index": nxt}, 0.05
-            _transition(ctx, s, item.id, now, state=ItemState.PENDING,
-                        next_attempt_at=now + timedelta(seconds=wait_s), **values)
+                    wait_s = 0.05
+            lifecycle.retry_at(s, item.id, ctx.owner, now + timedelta(seconds=wait_s), now, provider_index=nxt)
         return Outcome.RETRY
     try:
         if admission.wait_s > 0:
@@ -290,9 +276,7 @@ def _attempt(ctx: Context, item: Item, job_id: int, region: str | None, name: st
         attempt = Attempt(item_id=item.id, job_id=job_id, provider=name, lease_owner=ctx.owner,
                           outcome=AttemptOutcome.STARTED, maybe_billed=True, started_at=now)
         s.add(attempt)
-        s.execute(update(Item).where(Item.id == item.id)
-                  .values(attempts=Item.attempts + 1, provider=name, reserved_usd=estimate)
-                  .execution_options(synchronize_session=False))
+        lifecycle.start_attempt(s, item.id, ctx.owner, name, estimate)
         s.flush()
         attempt_id = attempt.id
         attempts_so_far = item.attempts + 1
@@ -421,8 +405,7 @@ def _settle_failure(ctx: Context, item: Item, job_id: int, name: str, attempt_id
             s.add(LedgerEntry(job_id=job_id, item_id=item.id, attempt_id=attempt_id, provider=name, kind="call",
                               resolution=item.resolution, cost_usd=billed, list_cost_usd=ZERO,
                               cost_source="provider", day=now.date(), created_at=now))
-        s.execute(update(Item).where(owned(item.id, ctx.owner)).values(reserved_usd=ZERO)
-                  .execution_options(synchronize_session=False))
+        lifecycle.hold(s, item.id, ctx.owner, ZERO)
         if isinstance(e, TerminalError):
             _finish(ctx, s, item, ItemState.FAILED, f"{name}: {e.message}", now)
             return Outcome.FAILED
@@ -434,8 +417,7 @@ def _settle_failure(ctx: Context, item: Item, job_id: int, name: str, attempt_id
             else:
                 set_status(s, name, ProviderStatus.PAUSED, f"{e.error_class}: {e.message}", None, now)
             # the item is not at fault: it goes back at once and the provider choice moves past this one
-            _transition(ctx, s, item.id, now, state=ItemState.PENDING, next_attempt_at=now,
-                        attempts=Item.attempts - 1, failure_reason=f"{name}: {e.message}")
+            lifecycle.retry_at(s, item.id, ctx.owner, now, now, reason=f"{name}: {e.message}", refund_attempt=True)
             return Outcome.RETRY
         if record_fault(s, name, now):
             log.warning("provider %s: circuit open after repeated faults", name)
@@ -450,10 +432,8 @@ def _settle_failure(ctx: Context, item: Item, job_id: int, name: str, attempt_id
         nxt = _next_provider_index(s, job_id, name)
         if nxt is not None:
             delay = min(delay, 0.5)  # another provider can take it now: no reason to wait for this one
-        _transition(ctx, s, item.id, now, state=ItemState.PENDING,
-                    next_attempt_at=now + timedelta(seconds=delay),
-                    **({"provider_index": nxt} if nxt is not None else {}),
-                    failure_reason=f"{name}: {e.error_class}: {e.message}")
+        lifecycle.retry_at(s, item.id, ctx.owner, now + timedelta(seconds=delay), now, provider_index=nxt,
+                           reason=f"{name}: {e.error_class}: {e.message}")
     return Outcome.RETRY
 
 
@@ -497,9 +477,8 @@ def _settle_success(ctx: Context, item: Item, job_id: int, name: str, attempt_id
         alerts = claim_alerts(s, job_id, caps, now)
         cache.complete(s, item.cache_key, item.id, object_key=obj_key, content_type=content_type, provider=name,
                        resolution=item.resolution, cost_usd=result.cost_usd, list_cost_usd=list_usd, now=now)
-        ok = _transition(ctx, s, item.id, now, state=ItemState.SUCCEEDED, stored_url=stored_url,
-                         cost_usd=result.cost_usd, reserved_usd=ZERO, finished_at=now, failure_reason=None,
-                         force=False, thumb_key=thumb)
+        ok = lifecycle.finish(s, item.id, ctx.owner, ItemState.SUCCEEDED, now, stored_url=stored_url,
+                              cost_usd=result.cost_usd, thumb_key=thumb)
     if alerts:
         send_alerts(alerts, caps.alert_webhook_url)
     if not ok:

@@ -16,7 +16,7 @@ from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import BudgetCaps
-from pipeline.core import budget
+from pipeline.core import budget, lifecycle
 from pipeline.db.models import Attempt, CacheEntry, Item, Job
 from pipeline.money import ZERO
 from pipeline.states import ACTIVE_STATES, AttemptOutcome, CacheState, ItemState, JobState
@@ -51,11 +51,7 @@ def give_back(s: Session, item_id: int, owner: str, now: datetime, caps: BudgetC
     job_id, reserved = row
     if reserved:
         budget.settle(s, job_id, reserved, reserved if abandoned else ZERO, caps, now)
-    s.execute(update(Item)
-              .where(Item.id == item_id, Item.state == ItemState.RUNNING, Item.lease_owner == owner)
-              .values(state=ItemState.PENDING, lease_owner=None, lease_expires_at=None, reserved_usd=ZERO,
-                      next_attempt_at=next_attempt_at or now, updated_at=now)
-              .execution_options(synchronize_session=False))
+    lifecycle.give_back(s, item_id, owner, next_attempt_at or now, now)
     return abandoned
 
 
@@ -69,10 +65,7 @@ def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: f
         for item_id, owner in expired:
             abandoned += give_back(s, item_id, owner or "", now, caps) or 0
         stale = now - timedelta(seconds=queued_timeout_s)
-        requeued = s.execute(update(Item)
-                             .where(Item.state == ItemState.QUEUED, Item.queued_at < stale)
-                             .values(state=ItemState.PENDING, queued_at=None, updated_at=now)
-                             .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        requeued = lifecycle.unqueue(s, now, queued_before=stale)
         # reservations whose owner ended without an image (crash between call and settle, cancel): free them
         s.execute(delete(CacheEntry).where(
             CacheEntry.state == CacheState.PENDING,
