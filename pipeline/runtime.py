@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
 from pipeline.core.context import Context, GateLike, ProviderRegistry
+from pipeline.core.policy import RetryPolicy
 from pipeline.db.migrate import upgrade
 from pipeline.db.session import make_engine, make_sessionmaker
 from pipeline.errors import InputError
@@ -165,5 +166,6 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
     closers.append(registry.close)
     load_ref = reference_loader(S3Reader(), allow_private=settings.allow_private_references)
     ctx = Context(sessions=sessions, storage=storage, providers=registry, gate=gate, settings=settings,
-                  owner=process_owner(), clock=utcnow, load_reference=load_ref, sleep=time.sleep)
+                  owner=process_owner(), clock=utcnow, load_reference=load_ref,
+                  policy=RetryPolicy.from_settings(settings.worker), sleep=time.sleep)
     return Runtime(settings, engine, sessions, storage, gate, registry, ctx, http, closers)

@@ -35,8 +35,8 @@ def probe(provider: Annotated[str, typer.Argument(help="configured provider name
     from pipeline import cli, services
     from pipeline.clock import utcnow
     from pipeline.config import RESOLUTIONS
-    from pipeline.core.process import gate_limits
     from pipeline.errors import InputError
+    from pipeline.gate.base import GateLimits
     from pipeline.reports.probe import probe_result, write_probe_manifest
     from pipeline.reports.queries import JobSummary
 
@@ -74,7 +74,7 @@ def probe(provider: Annotated[str, typer.Argument(help="configured provider name
                 bar.update(task, completed=done, detail=f"ok {c['succeeded']} failed {c['failed']}")
 
             services.process_here(rt, res.job_id, concurrency=concurrency, on_progress=progress)
-        limit_rpm = gate_limits(rt.ctx, provider).rate_per_s * 60.0
+        limit_rpm = GateLimits.from_provider(rt.ctx.providers.config(provider)).rate_per_s * 60.0
         with rt.sessions() as s:
             result = probe_result(s, res.job_id, res.name, settings.provider(provider), limit_rpm, est.cost_usd)
     if as_json:

@@ -13,7 +13,6 @@ go back to pending; cancelling a job cancels its open batches.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -23,9 +22,17 @@ from decimal import Decimal
 from sqlalchemy import select, update
 
 from pipeline.core import budget, cache, lifecycle
+from pipeline.core.call import Call
 from pipeline.core.context import Context
 from pipeline.core.costs import estimate_cost
-from pipeline.core.process import _close_attempt, _serve_from_cache, _settle_failure, _settle_success
+from pipeline.core.settle import (
+    close_attempt,
+    end_item,
+    serve_from_cache,
+    settle_budget,
+    settle_failure,
+    settle_success,
+)
 from pipeline.db.models import Attempt, Batch, Item, Job
 from pipeline.errors import PipelineError, ProviderError
 from pipeline.providers.base import ImageRequest, ImageResult
@@ -73,7 +80,6 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
     cfg = ctx.providers.config(provider)
     display_name = f"pl-{job.id}-{uuid.uuid4().hex[:12]}"
     owner = _owner(display_name)
-    bctx = dataclasses.replace(ctx, owner=owner)
     with ctx.sessions.begin() as s:
         q = (select(Item.id).where(Item.job_id == job.id, Item.state == ItemState.PENDING, Item.next_attempt_at <= now)
              .order_by(Item.id).limit(ctx.settings.batch.max_items))
@@ -95,7 +101,7 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
                 lifecycle.retry_at(s, item.id, owner, now + timedelta(seconds=5), now)
                 continue
         if decision.decision == cache.Decision.HIT:
-            _serve_from_cache(bctx, item, decision)
+            serve_from_cache(ctx, item, owner, decision)
             continue
         est = estimate_cost(cfg, item.resolution, len(item.references), len(item.prompt)) or Decimal(0)
         with ctx.sessions.begin() as s:
@@ -105,9 +111,8 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
         if resv.verdict != budget.Verdict.RESERVED:
             with ctx.sessions.begin() as s:
                 if resv.verdict == budget.Verdict.BLOCKED:
-                    lifecycle.finish(s, item.id, owner, ItemState.BLOCKED, now,
-                                     reason=f"budget: the {resv.scope} cap leaves no room for {est} USD")
-                    cache.abandon(s, item.cache_key, item.id)
+                    end_item(s, item, owner, ItemState.BLOCKED,
+                             f"budget: the {resv.scope} cap leaves no room for {est} USD", now)
                 else:
                     lifecycle.retry_at(s, item.id, owner, now + timedelta(seconds=5), now)
             continue
@@ -161,7 +166,6 @@ def _members(ctx: Context, owner: str, ids: list[int]) -> list[Item]:
 def _settle_members(ctx: Context, display_name: str, provider: str, ids: list[int],
                     outcomes: dict[str, ImageResult | ProviderError], now: datetime) -> None:
     owner = _owner(display_name)
-    bctx = dataclasses.replace(ctx, owner=owner)
     members = _members(ctx, owner, ids)
     with ctx.sessions() as s:
         cancelled = {j for j, st in s.execute(select(Job.id, Job.state).where(
@@ -173,22 +177,22 @@ def _settle_members(ctx: Context, display_name: str, provider: str, ids: list[in
         if attempt_id is None:
             continue
         outcome = outcomes.get(str(item.id))
-        latency_ms = int((now - item.updated_at).total_seconds() * 1000) if item.updated_at else None
+        latency_ms = int((now - item.updated_at).total_seconds() * 1000) if item.updated_at else 0
+        # the batch's attempt was counted when it was created: item.attempts is this call's number
+        call = Call(item=item, provider=provider, estimate=item.reserved_usd, attempt_id=attempt_id,
+                    attempt=item.attempts, owner=owner)
         if item.job_id in cancelled and not isinstance(outcome, ImageResult):
             with ctx.sessions.begin() as s:
-                _close_attempt(s, attempt_id, now, outcome=AttemptOutcome.TERMINAL, error_class="cancelled",
-                               detail="job cancelled", maybe_billed=False)
-                budget.settle(s, item.job_id, item.reserved_usd, Decimal(0), ctx.settings.budget, now)
-                lifecycle.finish(s, item.id, owner, ItemState.CANCELLED, now, reason="cancelled")
-                cache.abandon(s, item.cache_key, item.id)
+                abandoned = close_attempt(s, attempt_id, now, outcome=AttemptOutcome.TERMINAL,
+                                          error_class="cancelled", detail="job cancelled", maybe_billed=False)
+                settle_budget(ctx, s, call, Decimal(0), now, abandoned=abandoned)
+                end_item(s, item, owner, ItemState.CANCELLED, "cancelled", now)
             continue
         if isinstance(outcome, ImageResult):
-            _settle_success(bctx, item, item.job_id, provider, attempt_id, item.reserved_usd, outcome,
-                            latency_ms or 0)
+            settle_success(ctx, call, outcome, latency_ms)
         else:
             err = outcome or ProviderError("missing from the batch output", provider=provider, error_class="missing")
-            _settle_failure(bctx, item, item.job_id, provider, attempt_id, item.attempts, item.reserved_usd, err,
-                            latency_ms or 0)
+            settle_failure(ctx, call, err, latency_ms)
 
 
 def poll_batches(ctx: Context, clients: BatchClients, now: datetime) -> int:

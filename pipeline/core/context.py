@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.clock import Clock
 from pipeline.config import ProviderConfig, Settings
+from pipeline.core.policy import RetryPolicy
 from pipeline.providers.base import Provider, Reference
 from pipeline.storage.base import Storage
 
@@ -66,5 +66,6 @@ class Context:
     owner: str
     clock: Clock
     load_reference: Callable[[dict[str, Any]], Reference]
+    #: what an error leads to (retry at T, fail over, park, pause, fail), with its own rng
+    policy: RetryPolicy
     sleep: Callable[[float], None] = field(default=lambda s: None)
-    rng: random.Random = field(default_factory=random.Random)

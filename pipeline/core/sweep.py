@@ -4,7 +4,7 @@ become 'abandoned' (outcome unknown, maybe billed); finished jobs are marked don
 An item given back (`give_back`: its lease expired, or its worker hit an unexpected error) also gives back
 the budget it reserved: counted as spent when a call of it may have been billed (an open attempt), so a cap
 holds even for calls whose outcome is unknown, released otherwise. A late settle of such a call corrects
-the spent amount to the real cost (process.settle_budget).
+the spent amount to the real cost (settle.settle_budget).
 """
 
 from __future__ import annotations

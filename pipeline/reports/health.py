@@ -14,7 +14,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.config import ProviderConfig
 from pipeline.core.context import Context
-from pipeline.core.process import gate_limits
 from pipeline.core.providers_state import all_states
 from pipeline.db.models import Attempt
 from pipeline.gate.base import GateLimits, GateSnapshot
@@ -118,7 +117,7 @@ def _snapshot(ctx: Context, name: str) -> tuple[GateSnapshot | None, str | None]
         return None, "this gate has no snapshot"
     snapshots: _Snapshots = gate  # type: ignore[assignment]
     try:
-        return snapshots.snapshot(name, gate_limits(ctx, name)), None
+        return snapshots.snapshot(name, GateLimits.from_provider(ctx.providers.config(name))), None
     except Exception as e:  # the gate (Redis) unreachable: show the rest, say why the gate part is missing
         log.info("gate snapshot of %s failed: %s", name, type(e).__name__)
         return None, f"gate unavailable: {type(e).__name__}"
