@@ -44,8 +44,7 @@ class Background:
         try:
             if now_m - self._last_sweep >= SWEEP_INTERVAL_S:
                 self._last_sweep = now_m
-                sweep(self.rt.sessions, self.rt.ctx.clock(), queued_timeout_s=w.queued_timeout_s,
-                      caps=self.rt.settings.budget)
+                sweep(self.rt.sessions, self.rt.ctx.clock(), queued_timeout_s=w.queued_timeout_s)
             if now_m - self._last_spool >= SPOOL_INTERVAL_S:
                 self._last_spool = now_m
                 flush = getattr(self.rt.storage, "flush", None)

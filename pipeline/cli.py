@@ -369,7 +369,8 @@ def worker(config: ConfigOpt = None,
         if metrics_port is not None:
             from pipeline.metrics.collector import serve_metrics
 
-            stack.callback(guarded(lambda: serve_metrics(rt.sessions, metrics_port)).stop)
+            stack.callback(guarded(lambda: serve_metrics(rt.sessions, metrics_port,
+                                                        budget_timezone=settings.budget.timezone)).stop)
         bg.start()
         try:
             app_.worker_main(["worker", "--pool=threads", f"--concurrency={conc}", "--loglevel=INFO",

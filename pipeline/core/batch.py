@@ -90,7 +90,6 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
             return 0
         lifecycle.claim_many(s, ids, owner, now + BATCH_LEASE, now)
     members: list[Item] = []
-    estimates: dict[int, Decimal] = {}
     for item_id in ids:
         with ctx.sessions.begin() as s:
             item = s.get(Item, item_id)
@@ -108,6 +107,8 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
             resv = budget.reserve(s, job.id, est, ctx.settings.budget, now)
             if resv.verdict != budget.Verdict.RESERVED:
                 s.rollback()
+            else:  # held by the item from now on, so whoever gives it back settles it (sweep.give_back)
+                lifecycle.hold(s, item.id, owner, est, resv.periods)
         if resv.verdict != budget.Verdict.RESERVED:
             with ctx.sessions.begin() as s:
                 if resv.verdict == budget.Verdict.BLOCKED:
@@ -117,7 +118,6 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
                     lifecycle.retry_at(s, item.id, owner, now + timedelta(seconds=5), now)
             continue
         members.append(item)
-        estimates[item.id] = est
     if not members:
         return 0
     with ctx.sessions.begin() as s:
@@ -127,7 +127,7 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
             s.add(Attempt(item_id=item.id, job_id=job.id, provider=provider, lease_owner=owner,
                           outcome=AttemptOutcome.STARTED, maybe_billed=True, started_at=now, remote_id=display_name,
                           cost_usd=None))
-            lifecycle.start_attempt(s, item.id, owner, provider, estimates[item.id])
+            lifecycle.start_attempt(s, item.id, owner, provider)
     try:
         requests = [(str(i.id), _request(ctx, i)) for i in members]
         handle = clients(provider, job.region).create(display_name, requests)
@@ -179,13 +179,14 @@ def _settle_members(ctx: Context, display_name: str, provider: str, ids: list[in
         outcome = outcomes.get(str(item.id))
         latency_ms = int((now - item.updated_at).total_seconds() * 1000) if item.updated_at else 0
         # the batch's attempt was counted when it was created: item.attempts is this call's number
-        call = Call(item=item, provider=provider, estimate=item.reserved_usd, attempt_id=attempt_id,
-                    attempt=item.attempts, owner=owner)
+        call = Call(item=item, provider=provider, estimate=item.reserved_usd,
+                    periods=tuple(item.reserved_periods or ()), attempt_id=attempt_id, attempt=item.attempts,
+                    owner=owner)
         if item.job_id in cancelled and not isinstance(outcome, ImageResult):
             with ctx.sessions.begin() as s:
                 abandoned = close_attempt(s, attempt_id, now, outcome=AttemptOutcome.TERMINAL,
                                           error_class="cancelled", detail="job cancelled", maybe_billed=False)
-                settle_budget(ctx, s, call, Decimal(0), now, abandoned=abandoned)
+                settle_budget(s, call, Decimal(0), abandoned=abandoned)
                 end_item(s, item, owner, ItemState.CANCELLED, "cancelled", now)
             continue
         if isinstance(outcome, ImageResult):

@@ -25,8 +25,10 @@ class Call:
     #: the item as claimed (a detached row: read from, never written through)
     item: Item
     provider: str
-    #: what the budget reserved for this call; settlement replaces it by the real cost
+    #: what the budget reserved for this call; settlement replaces it by the real cost ...
     estimate: Decimal
+    #: ... in exactly these budget periods, the ones it was reserved in ("day:...", "month:...")
+    periods: tuple[str, ...]
     #: the attempts row written before the call
     attempt_id: int
     #: this call's number among the item's calls (1 = the first), for the retry policy

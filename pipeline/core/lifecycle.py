@@ -68,7 +68,8 @@ def owned(item_id: int, owner: str) -> ColumnElement[bool]:
 
 
 #: what leaving `running` clears: the lease, and the budget the item held (settled by then)
-_LEAVE_RUNNING: Mapping[str, Any] = {"lease_owner": None, "lease_expires_at": None, "reserved_usd": ZERO}
+_LEAVE_RUNNING: Mapping[str, Any] = {"lease_owner": None, "lease_expires_at": None, "reserved_usd": ZERO,
+                                     "reserved_periods": None}
 
 
 def insert_items(s: Session, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -125,17 +126,19 @@ def renew(s: Session, ids: Sequence[int], owner: str, lease_until: datetime) -> 
     return int(res.rowcount)  # type: ignore[attr-defined]
 
 
-def hold(s: Session, item_id: int, owner: str, amount: Decimal) -> bool:
-    """Record the budget a running item reserved, so whoever gives it back can settle it (sweep.give_back)."""
-    res = s.execute(update(Item).where(owned(item_id, owner)).values(reserved_usd=amount)
+def hold(s: Session, item_id: int, owner: str, amount: Decimal, periods: Sequence[str] = ()) -> bool:
+    """Record the budget a running item reserved and the periods it was reserved in, so whoever gives it back
+    settles exactly that (sweep.give_back); ZERO and no periods once it is settled."""
+    res = s.execute(update(Item).where(owned(item_id, owner))
+                    .values(reserved_usd=amount, reserved_periods=list(periods) or None)
                     .execution_options(synchronize_session=False))
     return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def start_attempt(s: Session, item_id: int, owner: str, provider: str, amount: Decimal) -> bool:
+def start_attempt(s: Session, item_id: int, owner: str, provider: str) -> bool:
     """Count a provider call against the item (attempts + 1), under the lease like every other write."""
     res = s.execute(update(Item).where(owned(item_id, owner))
-                    .values(attempts=Item.attempts + 1, provider=provider, reserved_usd=amount)
+                    .values(attempts=Item.attempts + 1, provider=provider)
                     .execution_options(synchronize_session=False))
     return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
-from decimal import Decimal
 
 from sqlalchemy import select, update
 
@@ -69,8 +68,7 @@ def _process_item(ctx: Context, item_id: int) -> Outcome:
         try:
             with ctx.sessions.begin() as s:
                 now = ctx.clock()
-                give_back(s, item_id, ctx.owner, now, ctx.settings.budget,
-                          next_attempt_at=now + timedelta(seconds=ctx.policy.error_wait_s))
+                give_back(s, item_id, ctx.owner, now, next_attempt_at=now + timedelta(seconds=ctx.policy.error_wait_s))
         except Exception:
             log.warning("item %s: could not release; the sweeper will", item_id)
         return Outcome.RETRY
@@ -121,7 +119,7 @@ def _reserve_and_call(ctx: Context, item: Item, region: str | None, choice: Choi
         if resv.verdict != budget.Verdict.RESERVED:
             s.rollback()
         else:  # the item records what it holds, so whoever gives it back can settle it (sweep.give_back)
-            lifecycle.hold(s, item.id, ctx.owner, estimate)
+            lifecycle.hold(s, item.id, ctx.owner, estimate, resv.periods)
     if resv.verdict == budget.Verdict.BLOCKED:
         with ctx.sessions.begin() as s:
             end_item(s, item, ctx.owner, ItemState.BLOCKED,
@@ -135,7 +133,7 @@ def _reserve_and_call(ctx: Context, item: Item, region: str | None, choice: Choi
     admission = ctx.gate.acquire(name, GateLimits.from_provider(cfg))
     if not admission.admitted:
         with ctx.sessions.begin() as s:
-            budget.settle(s, item.job_id, estimate, ZERO, caps, now)
+            budget.settle(s, item.job_id, resv.periods, estimate, ZERO)
             d = ctx.policy.not_admitted(admission.retry_after_s, now=now,
                                         next_provider=lambda: next_provider_index(s, item.job_id, name))
             requeue(s, item.id, ctx.owner, d, now)
@@ -143,23 +141,23 @@ def _reserve_and_call(ctx: Context, item: Item, region: str | None, choice: Choi
     try:
         if admission.wait_s > 0:
             ctx.sleep(admission.wait_s)
-        return _call(ctx, _start_call(ctx, item, name, estimate), region, admission.token)
+        return _call(ctx, _start_call(ctx, item, name, resv), region, admission.token)
     finally:
         if admission.token is not None:
             token = admission.token
             after_call(lambda: ctx.gate.release(name, token), "release")
 
 
-def _start_call(ctx: Context, item: Item, name: str, estimate: Decimal) -> Call:
+def _start_call(ctx: Context, item: Item, name: str, resv: budget.Reservation) -> Call:
     """Write the attempt row (outcome started, maybe billed) and count the attempt, before the call."""
     now = ctx.clock()
     with ctx.sessions.begin() as s:
         attempt = Attempt(item_id=item.id, job_id=item.job_id, provider=name, lease_owner=ctx.owner,
                           outcome=AttemptOutcome.STARTED, maybe_billed=True, started_at=now)
         s.add(attempt)
-        lifecycle.start_attempt(s, item.id, ctx.owner, name, estimate)
+        lifecycle.start_attempt(s, item.id, ctx.owner, name)
         s.flush()
-        return Call(item=item, provider=name, estimate=estimate, attempt_id=attempt.id,
+        return Call(item=item, provider=name, estimate=resv.amount, periods=resv.periods, attempt_id=attempt.id,
                     attempt=item.attempts + 1, owner=ctx.owner)
 
 
@@ -195,7 +193,7 @@ def _call(ctx: Context, call: Call, region: str | None, token: str | None) -> Ou
         with ctx.sessions.begin() as s:
             abandoned = close_attempt(s, call.attempt_id, now, outcome=AttemptOutcome.TERMINAL,
                                       error_class="input", detail=str(e), maybe_billed=False)
-            settle_budget(ctx, s, call, ZERO, now, abandoned=abandoned)
+            settle_budget(s, call, ZERO, abandoned=abandoned)
             end_item(s, item, call.owner, ItemState.FAILED, str(e), now)
         return Outcome.FAILED
     latency_ms = int((time.monotonic() - t0) * 1000)

@@ -57,13 +57,13 @@ def close_attempt(s: Session, attempt_id: int, now: datetime, *, outcome: str, h
     return was == AttemptOutcome.ABANDONED
 
 
-def settle_budget(ctx: Context, s: Session, call: Call, cost: Decimal, now: datetime, *, abandoned: bool) -> None:
-    """Replace a call's reservation by its cost; after a give-back (abandoned) only the difference is left."""
-    caps = ctx.settings.budget
+def settle_budget(s: Session, call: Call, cost: Decimal, *, abandoned: bool) -> None:
+    """Replace a call's reservation by its cost, in the periods it was reserved in; after a give-back
+    (abandoned: the sweeper counted the reservation as spent) only the difference is left."""
     if abandoned:
-        budget.settle(s, call.job_id, ZERO, cost - call.estimate, caps, now)
+        budget.settle(s, call.job_id, call.periods, ZERO, cost - call.estimate)
     else:
-        budget.settle(s, call.job_id, call.estimate, cost, caps, now)
+        budget.settle(s, call.job_id, call.periods, call.estimate, cost)
 
 
 def end_item(s: Session, item: Item, owner: str, state: ItemState, reason: str, now: datetime) -> bool:
@@ -99,7 +99,7 @@ def settle_failure(ctx: Context, call: Call, e: ProviderError, latency_ms: int) 
                                   error_class=e.error_class, detail=e.message, latency_ms=latency_ms,
                                   maybe_billed=e.maybe_billed, cost=e.cost_usd,
                                   cost_source="provider" if e.cost_usd is not None else None)
-        settle_budget(ctx, s, call, billed, now, abandoned=abandoned)
+        settle_budget(s, call, billed, abandoned=abandoned)
         if billed > 0:  # a call the provider billed without giving a usable image: it still costs
             s.add(LedgerEntry(job_id=call.job_id, item_id=item.id, attempt_id=call.attempt_id, provider=name,
                               kind="call", resolution=item.resolution, cost_usd=billed, list_cost_usd=ZERO,
@@ -150,7 +150,7 @@ def settle_success(ctx: Context, call: Call, result: ImageResult, latency_ms: in
         abandoned = close_attempt(s, call.attempt_id, now, outcome=AttemptOutcome.SUCCEEDED,
                                   http_status=result.http_status, latency_ms=latency_ms, cost=result.cost_usd,
                                   cost_source=result.cost_source, maybe_billed=False)
-        settle_budget(ctx, s, call, result.cost_usd, now, abandoned=abandoned)
+        settle_budget(s, call, result.cost_usd, abandoned=abandoned)
         s.add(LedgerEntry(job_id=call.job_id, item_id=item.id, attempt_id=call.attempt_id, provider=name,
                           kind="image", resolution=item.resolution, cost_usd=result.cost_usd, list_cost_usd=list_usd,
                           cost_source=result.cost_source, day=now.date(), created_at=now))
@@ -160,7 +160,7 @@ def settle_success(ctx: Context, call: Call, result: ImageResult, latency_ms: in
             end_item(s, item, call.owner, ItemState.FAILED, f"storage: {storage_error}", now)
             return Outcome.FAILED
         record_success(s, name, now)
-        alerts = claim_alerts(s, call.job_id, caps, now)
+        alerts = claim_alerts(s, call.job_id, call.periods)
         cache.complete(s, item.cache_key, item.id, object_key=obj_key, content_type=content_type, provider=name,
                        resolution=item.resolution, cost_usd=result.cost_usd, list_cost_usd=list_usd, now=now)
         ok = lifecycle.finish(s, item.id, call.owner, ItemState.SUCCEEDED, now, stored_url=stored_url,

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.config import BudgetCaps
 from pipeline.core import budget, lifecycle
 from pipeline.db.models import Attempt, CacheEntry, Item, Job
 from pipeline.money import ZERO
@@ -30,7 +29,7 @@ class SweepResult:
     jobs_done: int
 
 
-def give_back(s: Session, item_id: int, owner: str, now: datetime, caps: BudgetCaps, *,
+def give_back(s: Session, item_id: int, owner: str, now: datetime, *,
               next_attempt_at: datetime | None = None) -> int | None:
     """Return an item `owner` runs to pending, in the caller's transaction: its open attempts become abandoned
     (maybe billed) and its budget reservation is settled (spent if a call may have been billed, else
@@ -44,26 +43,24 @@ def give_back(s: Session, item_id: int, owner: str, now: datetime, caps: BudgetC
                     .values(outcome=AttemptOutcome.ABANDONED, finished_at=now, maybe_billed=True)
                     .execution_options(synchronize_session=False))
     abandoned = int(res.rowcount)  # type: ignore[attr-defined]
-    row = s.execute(select(Item.job_id, Item.reserved_usd)
+    row = s.execute(select(Item.job_id, Item.reserved_usd, Item.reserved_periods)
                     .where(Item.id == item_id, Item.state == ItemState.RUNNING, Item.lease_owner == owner)).first()
     if row is None:
         return None
-    job_id, reserved = row
-    if reserved:
-        budget.settle(s, job_id, reserved, reserved if abandoned else ZERO, caps, now)
+    job_id, reserved, periods = row
+    if reserved:  # in the periods it was reserved in, whatever day it is now
+        budget.settle(s, job_id, list(periods or ()), reserved, reserved if abandoned else ZERO)
     lifecycle.give_back(s, item_id, owner, next_attempt_at or now, now)
     return abandoned
 
 
-def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: float,
-          caps: BudgetCaps | None = None) -> SweepResult:
-    caps = caps or BudgetCaps()
+def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: float) -> SweepResult:
     with sessions.begin() as s:
         expired = list(s.execute(select(Item.id, Item.lease_owner)
                                  .where(Item.state == ItemState.RUNNING, Item.lease_expires_at < now)))
         abandoned = 0
         for item_id, owner in expired:
-            abandoned += give_back(s, item_id, owner or "", now, caps) or 0
+            abandoned += give_back(s, item_id, owner or "", now) or 0
         stale = now - timedelta(seconds=queued_timeout_s)
         requeued = lifecycle.unqueue(s, now, queued_before=stale)
         # reservations whose owner ended without an image (crash between call and settle, cancel): free them

@@ -111,7 +111,10 @@ class Item(Base):
     stored_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     thumb_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    #: the budget a running item holds (its call's reservation), and the periods it was reserved in
+    #: (["day:2026-11-27", "month:2026-11"]): whoever settles or gives it back settles against exactly those
     reserved_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    reserved_periods: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -126,13 +126,14 @@ def test_moves_of_a_running_item_need_its_lease(sessions: sessionmaker[Session])
         assert not lifecycle.give_back(s, item_id, "someone-else", now, now)
         assert not lifecycle.finish(s, item_id, "someone-else", ItemState.SUCCEEDED, now)
         # counting an attempt is a compare-and-set on the lease too (it was by id only)
-        assert not lifecycle.start_attempt(s, item_id, "someone-else", "sandbox", Decimal("0.1"))
-        assert not lifecycle.hold(s, item_id, "someone-else", Decimal("0.1"))
-        assert lifecycle.start_attempt(s, item_id, ME, "sandbox", Decimal("0.1"))
+        assert not lifecycle.start_attempt(s, item_id, "someone-else", "sandbox")
+        assert not lifecycle.hold(s, item_id, "someone-else", Decimal("0.1"), ["day:2026-11-27"])
+        assert lifecycle.start_attempt(s, item_id, ME, "sandbox")
+        assert lifecycle.hold(s, item_id, ME, Decimal("0.1"), ["day:2026-11-27"])
     with sessions() as s:
         item = s.get(Item, item_id)
         assert item is not None and item.state == ItemState.RUNNING and item.attempts == 1
-        assert item.reserved_usd == Decimal("0.1")
+        assert item.reserved_usd == Decimal("0.1") and item.reserved_periods == ["day:2026-11-27"]
     with sessions.begin() as s, pytest.raises(ValueError):
         lifecycle.finish(s, item_id, ME, ItemState.PENDING, now)
 
