@@ -1,5 +1,6 @@
 """The loops every processing process runs beside its task threads: dispatcher, sweeper, lease renewal and
-spool flushing. In `pipeline worker` they run in a thread; in `pipeline run` the main thread drives them."""
+spool flushing. In `pipeline worker` and `pipeline beat` they run in a thread; in `pipeline run` the main
+thread drives them. pipeline.processing composes them with Celery (and starts and stops the lease renewer)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class Background:
             return 0
 
     def start(self) -> None:
-        self.renewer.start()
+        """Run `tick` in a thread until `stop` (the lease renewer is started on its own)."""
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
         self._thread.start()
 
@@ -76,4 +77,3 @@ class Background:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.renewer.stop()

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import InputError
-from pipeline.providers.presets import PRESETS
+from pipeline.presets import PRESETS
 
 ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox"]
 RESOLUTIONS = ("1K", "2K", "4K")

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,8 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
-from pipeline.core.context import Context, GateLike, ProviderRegistry
+from pipeline.core.context import Context, ProviderRegistry
 from pipeline.core.policy import RetryPolicy
+from pipeline.core.ports import Gate
 from pipeline.db.migrate import upgrade
 from pipeline.db.session import make_engine, make_sessionmaker
 from pipeline.errors import InputError
@@ -34,7 +36,6 @@ from pipeline.providers.gemini_batch import GeminiBatchClient
 from pipeline.providers.http import make_http_client
 from pipeline.storage.base import Storage
 from pipeline.storage.factory import open_storage
-from pipeline.storage.s3 import S3Reader
 from pipeline.storage.spool import SpoolingStorage, adopt_orphans, pid_alive, process_spool_dir
 
 #: where paid images wait while the object store is unreachable (one directory per process below it)
@@ -53,7 +54,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     storage: Storage
-    gate: GateLike
+    gate: Gate
     providers: ProviderRegistry
     ctx: Context
     http: httpx.Client
@@ -88,7 +89,7 @@ def migrate(engine: Engine) -> None:
         upgrade(engine)
 
 
-def make_gate(settings: Settings) -> tuple[GateLike, Callable[[], None]]:
+def make_gate(settings: Settings) -> tuple[Gate, Callable[[], None]]:
     if settings.redis_url and not settings.embedded:
         import redis
 
@@ -100,6 +101,23 @@ def make_gate(settings: Settings) -> tuple[GateLike, Callable[[], None]]:
     from pipeline.gate.local import LocalGate
 
     return LocalGate(), lambda: None
+
+
+def lazy_s3_reader() -> Callable[[str, str], bytes]:
+    """Reads s3:// references (pipeline.storage.s3.S3Reader), importing boto3 only at the first read: most
+    commands, and most manifests, never need it."""
+    reader: list[Callable[[str, str], bytes]] = []
+    lock = threading.Lock()
+
+    def get(bucket: str, key: str) -> bytes:
+        with lock:
+            if not reader:
+                from pipeline.storage.s3 import S3Reader
+
+                reader.append(S3Reader())
+        return reader[0](bucket, key)
+
+    return get
 
 
 def reference_loader(storage_get: Callable[[str, str], bytes] | None, *,
@@ -164,8 +182,8 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
 
     registry = ProviderRegistry(settings, factory)
     closers.append(registry.close)
-    load_ref = reference_loader(S3Reader(), allow_private=settings.allow_private_references)
+    load_ref = reference_loader(lazy_s3_reader(), allow_private=settings.allow_private_references)
     ctx = Context(sessions=sessions, storage=storage, providers=registry, gate=gate, settings=settings,
                   owner=process_owner(), clock=utcnow, load_reference=load_ref,
-                  policy=RetryPolicy.from_settings(settings.worker), sleep=time.sleep)
+                  policy=RetryPolicy.from_settings(settings.worker), sleep=time.sleep, http=http)
     return Runtime(settings, engine, sessions, storage, gate, registry, ctx, http, closers)

@@ -69,8 +69,9 @@ def claim_alerts(s: Session, job_id: int, periods: Sequence[str]) -> list[Alert]
     return out
 
 
-def send_alerts(alerts: list[Alert], webhook_url: str | None, client: httpx.Client | None = None) -> None:
-    """Log each alert and POST it to the webhook (JSON). A failing webhook is logged, never raised."""
+def send_alerts(alerts: list[Alert], webhook_url: str | None, client: httpx.Client) -> None:
+    """Log each alert and POST it to the webhook (JSON) with the process's client. A failing webhook is logged,
+    never raised."""
     for a in alerts:
         log.warning(a.text())
         if not webhook_url:
@@ -78,9 +79,6 @@ def send_alerts(alerts: list[Alert], webhook_url: str | None, client: httpx.Clie
         body = {"text": a.text(), "scope": a.scope, "pct": a.pct, "spent_usd": f"{a.spent_usd:.2f}",
                 "cap_usd": f"{a.cap_usd:.2f}"}
         try:
-            if client is not None:
-                client.post(webhook_url, json=body, timeout=WEBHOOK_TIMEOUT_S)
-            else:
-                httpx.post(webhook_url, json=body, timeout=WEBHOOK_TIMEOUT_S)
+            client.post(webhook_url, json=body, timeout=WEBHOOK_TIMEOUT_S)
         except httpx.HTTPError as e:
             log.warning("budget alert webhook failed: %s", type(e).__name__)

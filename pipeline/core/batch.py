@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -25,6 +24,7 @@ from pipeline.core import budget, cache, lifecycle
 from pipeline.core.call import Call
 from pipeline.core.context import Context
 from pipeline.core.costs import estimate_cost
+from pipeline.core.ports import BatchClients
 from pipeline.core.settle import (
     close_attempt,
     end_item,
@@ -37,16 +37,12 @@ from pipeline.db.models import Attempt, Batch, Item, Job
 from pipeline.errors import PipelineError, ProviderError
 from pipeline.providers.base import ImageRequest, ImageResult
 from pipeline.providers.gemini_batch import BatchState as RemoteState
-from pipeline.providers.gemini_batch import GeminiBatchClient
 from pipeline.states import OPEN_BATCH_STATES, AttemptOutcome, BatchState, ItemState, JobState
 
 log = logging.getLogger("pipeline.batch")
 
 #: an item waits in its batch at most this long before its lease runs out and the sweeper frees it
 BATCH_LEASE = timedelta(hours=49)
-
-BatchClients = Callable[[str, str | None], GeminiBatchClient]
-
 
 def _owner(display_name: str) -> str:
     return f"batch:{display_name}"[:64]

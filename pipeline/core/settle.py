@@ -166,7 +166,7 @@ def settle_success(ctx: Context, call: Call, result: ImageResult, latency_ms: in
         ok = lifecycle.finish(s, item.id, call.owner, ItemState.SUCCEEDED, now, stored_url=stored_url,
                               cost_usd=result.cost_usd, thumb_key=thumb)
     if alerts:
-        send_alerts(alerts, caps.alert_webhook_url)
+        send_alerts(alerts, caps.alert_webhook_url, ctx.http)
     if not ok:
         log.warning("item %s: lease lost while its call ran; the image is stored and paid once", item.id)
         return Outcome.LOST_LEASE

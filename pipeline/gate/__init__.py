@@ -1,6 +1,6 @@
 """Admission gate and backoff.
 
-    base     GateLimits, AdaptivePolicy, Admission, GateSnapshot, the Gate protocol
+    base     GateLimits, AdaptivePolicy, Admission, GateSnapshot (the protocol: pipeline.core.ports.Gate)
     redis    RedisGate: shared by every worker through Redis, on Redis' clock (Lua scripts in lua.py)
     local    LocalGate: the in-process twin for the embedded mode, on an injectable clock
     backoff  exponential backoff with full jitter, capped

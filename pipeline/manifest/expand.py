@@ -21,8 +21,8 @@ from typing import Any
 from pipeline.errors import InputError
 from pipeline.manifest.schema import Item, Manifest
 from pipeline.manifest.templates import TemplateRenderer
+from pipeline.presets import MODEL
 from pipeline.providers.base import Reference
-from pipeline.providers.presets import MODEL
 from pipeline.storage.keys import MAX_KEY_BYTES, UnsafeKey, sanitize_key
 
 #: output key template when the manifest has no `output:`

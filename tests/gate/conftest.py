@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.gate.base import AdaptivePolicy, Gate
+from pipeline.core.ports import Gate
+from pipeline.gate.base import AdaptivePolicy
 from pipeline.gate.local import LocalGate
 from pipeline.gate.redis import RedisGate
 from tests.conftest import unavailable
