@@ -44,6 +44,7 @@ log = logging.getLogger("pipeline.batch")
 #: an item waits in its batch at most this long before its lease runs out and the sweeper frees it
 BATCH_LEASE = timedelta(hours=49)
 
+
 def _owner(display_name: str) -> str:
     return f"batch:{display_name}"[:64]
 

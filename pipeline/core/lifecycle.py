@@ -5,7 +5,7 @@ budget settlement or the attempt that goes with it) and is one UPDATE whose WHER
 states the table allows for its target, intersected with the function's own. The row count says whether it
 happened: 0 means the item was not in a state (or lease) this move starts from, and nothing was written.
 
-    insert       new items                                   -> pending
+    insert_items new items                                   -> pending
     queue        pending                                     -> queued
     unqueue      queued                                      -> pending
     claim        queued, or pending and due (job active)     -> running under a lease
