@@ -136,7 +136,13 @@ def settle_success(ctx: Context, call: Call, result: ImageResult, latency_ms: in
     thumb: str | None = None
     try:
         ctx.storage.put(obj_key, result.data, content_type, meta)
-        stored_url = ctx.storage.copy(obj_key, item.output_key)
+        try:
+            stored_url = ctx.storage.copy(obj_key, item.output_key)
+        except StorageError as e:
+            if not e.retryable:
+                raise
+            # the store went away between the put and the copy: a put of the bytes we hold is spooled
+            stored_url = ctx.storage.put(item.output_key, result.data, content_type, meta)
     except StorageError as e:
         storage_error = str(e)
     else:
@@ -155,8 +161,9 @@ def settle_success(ctx: Context, call: Call, result: ImageResult, latency_ms: in
                           kind="image", resolution=item.resolution, cost_usd=result.cost_usd, list_cost_usd=list_usd,
                           cost_source=result.cost_source, day=now.date(), created_at=now))
         if storage_error is not None:
-            # Retryable storage faults never get here (the spool keeps the paid image until the store is back);
-            # this is a refusal such as AccessDenied or NoSuchBucket: the configuration must be fixed first.
+            # Retryable storage faults never get here (the spool keeps the paid image until the store is back,
+            # even when the store goes away between the put and the copy); this is a refusal such as
+            # AccessDenied or NoSuchBucket: the configuration must be fixed first.
             end_item(s, item, call.owner, ItemState.FAILED, f"storage: {storage_error}", now)
             return Outcome.FAILED
         record_success(s, name, now)
