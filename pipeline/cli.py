@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline import services
 from pipeline.clock import utcnow
+from pipeline.commands import callbacks as callbacks_command
 from pipeline.commands import probe as probe_command
 from pipeline.commands import providers as providers_command
 from pipeline.commands import schedule as schedule_command
@@ -359,7 +360,7 @@ def beat(config: ConfigOpt = None) -> None:
 def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8090,
             host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
             profile: Annotated[Path | None, typer.Option(help="sandbox profile YAML")] = None) -> None:
-    """Run the provider simulator (Gemini, batch, OpenAI images, Replicate wire formats)."""
+    """Run the provider simulator (Gemini, batch, OpenAI images, Replicate, Kie.ai task API wire formats)."""
     from pipeline.sandbox.profile import load_profile
     from pipeline.sandbox.server import serve_forever
 
@@ -378,6 +379,7 @@ def db_upgrade(config: ConfigOpt = None) -> None:
 providers_command.register(app)
 probe_command.register(app)
 schedule_command.register(app)
+callbacks_command.register(app)
 
 
 def main() -> None:

@@ -17,10 +17,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.dialect import ImagesDialect
 from pipeline.errors import InputError
 from pipeline.presets import PRESETS
 
-ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox"]
+ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox", "kie"]
 RESOLUTIONS = ("1K", "2K", "4K")
 
 #: the default config file name, looked up in the working directory
@@ -37,6 +38,10 @@ class Limits(_Strict):
     rpm: int = Field(default=60, gt=0)
     rpd: int = Field(default=100_000, gt=0)
     concurrency: int = Field(default=8, gt=0)
+    #: count the rate over windows of this many seconds: at most rpm x window_s / 60 requests in any such window,
+    #: admitted at once when they come at once (Kie.ai: 20 new tasks per 10 s = rpm 120, window_s 10). Without
+    #: it, requests are spaced evenly at rpm.
+    window_s: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class ProviderConfig(_Strict):
@@ -64,6 +69,15 @@ class ProviderConfig(_Strict):
     cost_from_usage: bool = False
     #: openai-images only: ask for "b64_json" (default) or "url" answers
     response_format: Literal["b64_json", "url"] = "b64_json"
+    #: kie only: base URL of Kie's file upload API, used for references when storage has no presigned URLs
+    #: (file storage); None = references need S3 storage (validate says so)
+    upload_base_url: str | None = None
+    #: kie only: lifetime of the presigned URL a reference is passed by (S3 storage)
+    reference_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    #: openai-images only: the preset's documented dialect (field names, edit model, reference field)
+    images: ImagesDialect = ImagesDialect()
+    #: gemini only: "flex" asks for Google's Flex tier (`serviceTier: flex`, half price, sheddable)
+    service_tier: Literal["standard", "flex"] = "standard"
 
     @field_validator("prices", mode="before")
     @classmethod
@@ -138,6 +152,13 @@ class BatchSettings(_Strict):
     create_grace_s: float = Field(default=300.0, gt=0)
 
 
+class FlexSettings(_Strict):
+    """Google's Flex tier (providers with `service_tier: flex`)."""
+
+    #: `mode: auto` uses flex providers only while the job's deadline is at least this far away
+    min_deadline_h: float = Field(default=1.0, ge=0)
+
+
 class Settings(_Strict):
     database_url: str = "sqlite:///.pipeline/pipeline.db"
     broker_url: str = "memory://"
@@ -147,13 +168,27 @@ class Settings(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     worker: WorkerSettings = WorkerSettings()
     batch: BatchSettings = BatchSettings()
+    flex: FlexSettings = FlexSettings()
     #: allow reference URLs that resolve to private, loopback or link-local addresses
     allow_private_references: bool = False
+    #: the public https URL where `pipeline callbacks` is reachable from the internet; when set, task APIs
+    #: (Kie.ai) are asked to call back there instead of only being polled
+    public_base_url: str | None = None
     #: "text" or "json" (one JSON object a line)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "WARNING"
     #: where config came from, for messages only
     source: str = "defaults"
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")) or "@" in v.split("/")[2]:
+            raise ValueError("must be an http(s) URL without credentials, e.g. https://hooks.example.com/pipeline")
+        return v
 
     @property
     def embedded(self) -> bool:
@@ -204,7 +239,7 @@ def _merge_providers(overrides: Mapping[str, Any], where: str) -> dict[str, Any]
             raise InputError(f"provider {name!r} must be a mapping", where=where)
         base = merged.get(str(name), {})
         entry = {**base, **over}
-        for sub in ("limits", "prices"):
+        for sub in ("limits", "prices", "images"):
             if isinstance(base.get(sub), dict) and isinstance(over.get(sub), dict):
                 entry[sub] = {**base[sub], **over[sub]}
         merged[str(name)] = entry
@@ -232,7 +267,7 @@ def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] 
         var = f"PIPELINE_{key.upper()}"
         if var in env:
             value: Any = env[var]
-            if key in ("budget", "providers", "worker", "batch"):
+            if key in ("budget", "providers", "worker", "batch", "flex"):
                 try:
                     value = yaml.safe_load(value)
                 except yaml.YAMLError:

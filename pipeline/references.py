@@ -95,6 +95,15 @@ class ReferenceFetcher:
     #: TLS verification: True (system CAs), or an SSLContext (e.g. a test CA)
     verify: ssl.SSLContext | bool = True
 
+    def check_url(self, source: str) -> None:
+        """Refuse (InputError) an http(s) URL whose scheme, credentials or resolved addresses this policy does not
+        allow; nothing is fetched. Used for URLs a provider answers with (outputs to download at once)."""
+        try:
+            url = httpx.URL(source)
+        except (httpx.InvalidURL, ValueError, TypeError) as e:
+            raise InputError(f"URL {source!r}: invalid ({e})") from None
+        self._checked_addresses(source, url)
+
     def fetch(self, source: str, base_dir: Path) -> Reference:
         return resolve_reference(source, base_dir, fetcher=self)
 

@@ -22,26 +22,26 @@ import httpx
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.callbacks import SqlCallbackInbox
 from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
 from pipeline.core.context import Context, ProviderRegistry
 from pipeline.core.policy import RetryPolicy
 from pipeline.core.ports import Gate
-from pipeline.db.migrate import upgrade
+from pipeline.db.migrate import migrate
 from pipeline.db.session import make_engine, make_sessionmaker
 from pipeline.errors import InputError
 from pipeline.providers.base import Provider, Reference
 from pipeline.providers.factory import make_batch_client, make_provider
 from pipeline.providers.gemini_batch import GeminiBatchClient
 from pipeline.providers.http import make_http_client
+from pipeline.references import ReferenceFetcher
 from pipeline.storage.base import Storage
 from pipeline.storage.factory import open_storage
 from pipeline.storage.spool import SpoolingStorage, adopt_orphans, pid_alive, process_spool_dir
 
 #: where paid images wait while the object store is unreachable (one directory per process below it)
 SPOOL_ROOT = Path(".pipeline/spool")
-#: Postgres advisory lock key serialising concurrent `db upgrade`s
-MIGRATE_LOCK = 7_412_001
 
 
 def process_owner() -> str:
@@ -73,20 +73,6 @@ class Runtime:
         for fn in reversed(self._closers):
             with contextlib.suppress(Exception):  # closing is best effort
                 fn()
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the schema to head. On Postgres an advisory lock makes concurrent starts take turns."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_LOCK})
-            try:
-                upgrade(engine)
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_LOCK})
-                conn.commit()
-    else:
-        upgrade(engine)
 
 
 def make_gate(settings: Settings) -> tuple[Gate, Callable[[], None]]:
@@ -177,8 +163,12 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
     http = make_http_client(max(p.timeout_s for p in settings.providers.values()))
     closers.append(http.close)
 
+    guard = ReferenceFetcher(allow_private=settings.allow_private_references, allow_http=True).check_url
+    inbox = SqlCallbackInbox(sessions)
+
     def factory(cfg: ProviderConfig, region: str | None) -> Provider:
-        return make_provider(cfg, api_key=api_key(cfg), client=http, region=region)
+        return make_provider(cfg, api_key=api_key(cfg), client=http, region=region, output_guard=guard,
+                             storage=inner, inbox=inbox, public_base_url=settings.public_base_url)
 
     registry = ProviderRegistry(settings, factory)
     closers.append(registry.close)

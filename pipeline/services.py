@@ -26,6 +26,8 @@ from pipeline.db.models import Job
 from pipeline.errors import InputError
 from pipeline.manifest import ItemSpec, Manifest, expand_items, load_manifest
 from pipeline.money import ZERO, usd
+from pipeline.providers.checks import first_refusal
+from pipeline.providers.kie_refs import check_manifest as check_references
 from pipeline.providers.pricing import table_cost
 from pipeline.references import resolve_reference
 from pipeline.reports.queries import JobSummary, job_summary
@@ -64,6 +66,13 @@ def load(path: Path, settings: Settings, *, extra_vars: Mapping[str, object] | N
         return resolve_reference(source, base, s3_get=s3_get, allow_private=settings.allow_private_references)
 
     specs = expand_items(manifest, fetch_reference=fetch)
+    check_references(settings, manifest.providers, (len(spec.references) for spec in specs),
+                     where=f"{path}: providers")
+    refused = first_refusal(
+        (settings.provider(n) for n in manifest.providers),
+        ((s.key, s.resolution, s.aspect_ratio, [r.size_bytes for r in s.references]) for s in specs))
+    if refused:
+        raise InputError(refused, where=f"{path}: providers")
     job = submit_mod.JobSpec(
         name=manifest.job, providers=list(manifest.providers), mode=manifest.mode,
         batch=use_batch(manifest, settings, path),

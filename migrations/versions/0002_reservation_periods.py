@@ -1,7 +1,7 @@
 """items.reserved_periods: the budget periods a running item's reservation was made in
 
 Revision ID: 0002
-Revises: 0001
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
-down_revision = "0001"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.core.context import Context
 from pipeline.core.providers_state import availability
+from pipeline.core.tiers import flex_order
 from pipeline.db.models import Item, Job
 from pipeline.errors import PipelineError
 from pipeline.states import ProviderStatus
@@ -35,8 +36,9 @@ def choose_provider(ctx: Context, s: Session, job: Job, item: Item, now: datetim
     start = item.provider_index % len(names) if failover and names else 0
     order = [(i, names[i]) for i in range(start, len(names))] + [(i, names[i]) for i in range(start)]
     candidates = order[:1] if not failover else order
+    candidates, reasons = flex_order(candidates, ctx.providers.config, mode=job.mode, deadline_at=job.deadline_at,
+                                     now=now, min_deadline_h=ctx.settings.flex.min_deadline_h)
     earliest: datetime | None = None
-    reasons: list[str] = []
     for idx, name in candidates:
         try:
             cfg = ctx.providers.config(name)

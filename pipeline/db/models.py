@@ -274,3 +274,24 @@ class ScheduleFire(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
     job_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class TaskCallback(Base):
+    """A task API's completion callback (Kie.ai callBackUrl), keyed by the unguessable token in its URL.
+
+    The adapter inserts the row (token, provider) before it creates the task and binds the task id after;
+    `pipeline callbacks` stores the delivered body; the polling adapter reads it at its next poll."""
+
+    __tablename__ = "task_callbacks"
+    __table_args__ = (Index("ix_task_callbacks_provider_remote", "provider", "remote_id"),)
+
+    #: URL-safe random token (256 bits), the capability the callback URL carries
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    #: the provider's task id, once known (bound by the adapter, or taken from the first delivery)
+    remote_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: the first terminal delivery's JSON body (later deliveries only count)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    received_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

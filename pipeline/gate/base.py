@@ -9,10 +9,17 @@ on the gate's own clock, in this order:
     daily       today's count reached the daily limit              -> retry after the day boundary
     concurrency in-flight slots are all taken (expired ones freed) -> retry after `concurrency_retry_s`
     rate        the next GCRA slot is more than `horizon_s` away   -> retry when it comes within the horizon
+                (windowed limits: the next slot that keeps every `window_s` window within its count)
 
 and otherwise admits: the caller gets its own slot (`wait_s` from now, never more than the horizon), one
 count of today's quota and one in-flight slot (`token`, freed by `release` or after `inflight_ttl_s`).
 A caller that is not admitted took nothing; it goes back to the dispatcher with `retry_after_s`.
+
+Two ways to apply the rate. By default (`window_s` None) slots are spaced evenly, 1/rate apart (GCRA with no
+burst): the right thing for a per-minute quota. A provider that counts requests over a short window (Kie.ai: 20
+new tasks per 10 seconds) sets `window_s`: then at most `rate x window_s` requests are admitted in any window of
+`window_s` seconds (a sliding log of the slots handed out, exact), and they may come at once, as the provider
+allows, instead of being spread.
 
 The per-minute rate adapts (`AdaptivePolicy`). A 429 cuts it once per overshoot (a 429 whose slot was
 booked before the last cut is part of the overshoot that cut answered) to a little under the measured
@@ -74,6 +81,8 @@ class GateLimits:
     horizon_s: float = DEFAULT_HORIZON_S
     #: lifetime of an in-flight slot that is never released (crashed worker); > the provider timeout
     inflight_ttl_s: float = DEFAULT_INFLIGHT_TTL_S
+    #: count the rate over windows of this many seconds (burst up to the window's count); None = evenly spaced
+    window_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.rpm <= 0 or self.rpd <= 0 or self.concurrency <= 0:
@@ -84,11 +93,18 @@ class GateLimits:
             raise ValueError("day_reset_hour_utc must be in 0..23")
         if self.horizon_s < 0 or self.inflight_ttl_s <= 0:
             raise ValueError("horizon_s must be >= 0 and inflight_ttl_s > 0")
+        if self.window_s is not None and not 0 < self.window_s <= DAY_S:
+            raise ValueError("window_s must be in (0, 86400]")
 
     @property
     def rate_per_s(self) -> float:
         """The configured rate after headroom, in requests per second (at least 1 per minute)."""
         return max(float(Decimal(self.rpm) * (1 - self.headroom)), 1.0) / 60.0
+
+    @property
+    def window_count(self) -> int | None:
+        """Requests admitted in any `window_s` window at the configured rate (None without a window)."""
+        return None if self.window_s is None else window_cap(self.rate_per_s, self.window_s)
 
     @property
     def effective_rpd(self) -> int:
@@ -105,6 +121,7 @@ class GateLimits:
             day_reset_hour_utc=provider.day_reset_hour_utc,
             horizon_s=horizon_s,
             inflight_ttl_s=provider.timeout_s + 60.0,
+            window_s=provider.limits.window_s,
         )
 
 
@@ -174,6 +191,11 @@ class GateSnapshot:
     #: above this rate (per minute) the climb is a slow probe, while that lasts after the last cut; else None
     ceiling_per_min: float | None
     now_s: float
+
+
+def window_cap(rate_per_s: float, window_s: float) -> int:
+    """Requests allowed in one window at `rate_per_s` (at least 1). The Lua script computes the same."""
+    return max(math.floor(rate_per_s * window_s + 1e-9), 1)
 
 
 def day_index(now_s: float, reset_hour_utc: int) -> int:

@@ -7,6 +7,7 @@ provider's day boundary in UTC and `park` takes an epoch time, exactly as with R
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -23,6 +24,7 @@ from pipeline.gate.base import (
     booked_at,
     day_index,
     next_day_start,
+    window_cap,
 )
 
 
@@ -45,6 +47,7 @@ class _State:
     day: int = 0
     count: int = 0
     inflight: dict[str, float] = field(default_factory=dict)  # token -> expiry
+    window: list[float] = field(default_factory=list)  # windowed limits: the slots handed out, sorted
 
 
 class LocalGate:
@@ -80,10 +83,13 @@ class LocalGate:
                 del st.inflight[token]
             if len(st.inflight) >= limits.concurrency:
                 return _refused(Reason.CONCURRENCY, self._policy.concurrency_retry_s)
-            slot = max(now, st.tat)
+            slot = max(now, st.tat) if limits.window_s is None else _window_slot(st, now, limits.window_s)
             if slot - now > limits.horizon_s:
                 return _refused(Reason.RATE, slot - now - limits.horizon_s)
-            st.tat = slot + 1.0 / st.rate
+            if limits.window_s is None:
+                st.tat = slot + 1.0 / st.rate
+            else:
+                bisect.insort(st.window, slot)
             st.count += 1
             token = f"{uuid.uuid4().hex}:{now:.6f}"
             st.inflight[token] = slot + limits.inflight_ttl_s
@@ -139,6 +145,19 @@ class LocalGate:
                 ceiling_per_min=st.ceiling * 60.0 if probing else None,
                 now_s=now,
             )
+
+
+def _window_slot(st: _State, now: float, window_s: float) -> float:
+    """The first time from `now` at which one more slot keeps every window of `window_s` seconds within the live
+    rate's count: with the slots s_1 <= ... <= s_n still in the window and a count c, `now` while n < c, else
+    s_(n-c+1) + window_s (by then s_1 .. s_(n-c+1) have left the window). A cut lowers c at once."""
+    cutoff = now - window_s
+    drop = bisect.bisect_right(st.window, cutoff)
+    if drop:
+        del st.window[:drop]
+    cap = window_cap(st.rate, window_s)
+    n = len(st.window)
+    return now if n < cap else max(now, st.window[n - cap] + window_s)
 
 
 def _refused(reason: Reason, retry_after_s: float) -> Admission:

@@ -1,8 +1,8 @@
 """The Redis gate's Lua scripts: the algorithm of gate/local.py, step for step, on Redis' clock (`TIME`).
 
 KEYS[1] is the key's state hash (fields as in local._State), KEYS[2] its in-flight sorted set (token scored
-by expiry). Floats are stored with %.17g (exact round trip) and returned as strings (Redis would truncate
-Lua numbers to integers).
+by expiry), KEYS[3] the slots handed out under a windowed limit (token scored by slot time). Floats are stored
+with %.17g (exact round trip) and returned as strings (Redis would truncate Lua numbers to integers).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ local function fmt(x) return string.format('%.17g', x) end
 """
 
 #: ARGV: limit (req/s), effective rpd, concurrency, horizon_s, inflight_ttl_s, day_reset_hour_utc,
-#: concurrency_retry_s, a random id. Returns {admitted, wait_s, retry_after_s, reason, slot_at_s, token}; the
-#: token is "<id>:<booking time>" (base.booked_at reads it back).
+#: concurrency_retry_s, a random id, window_s (0 = evenly spaced slots). Returns {admitted, wait_s,
+#: retry_after_s, reason, slot_at_s, token}; the token is "<id>:<booking time>" (base.booked_at reads it back).
 ACQUIRE = _PRELUDE + """
 local limit = tonumber(ARGV[1])
 local rpd = tonumber(ARGV[2])
@@ -30,6 +30,7 @@ local horizon = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local reset_hour = tonumber(ARGV[6])
 local conc_retry = tonumber(ARGV[7])
+local window = tonumber(ARGV[9] or '0') or 0
 local now = now_s()
 local f = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'limit', 'cool', 'park', 'day', 'count')
 local tat, rate, lim = num(f[1], 0), num(f[2], 0), num(f[3], 0)
@@ -57,9 +58,25 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
 if redis.call('ZCARD', KEYS[2]) >= concurrency then return refused('concurrency', conc_retry) end
 local slot = math.max(now, tat)
+if window > 0 then
+  -- local._window_slot: the first slot that keeps every window within the live rate's count
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now - window))
+  local cap = math.max(math.floor(rate * window + 1e-9), 1)
+  local n = redis.call('ZCARD', KEYS[3])
+  slot = now
+  if n >= cap then
+    local oldest = redis.call('ZRANGE', KEYS[3], n - cap, n - cap, 'WITHSCORES')
+    slot = math.max(now, tonumber(oldest[2]) + window)
+  end
+end
 if slot - now > horizon then return refused('rate', slot - now - horizon) end
-redis.call('HSET', KEYS[1], 'tat', fmt(slot + 1 / rate), 'count', count + 1)
 local token = ARGV[8] .. ':' .. string.format('%.6f', now)
+if window > 0 then
+  redis.call('HSET', KEYS[1], 'count', count + 1)
+  redis.call('ZADD', KEYS[3], fmt(slot), token)
+else
+  redis.call('HSET', KEYS[1], 'tat', fmt(slot + 1 / rate), 'count', count + 1)
+end
 redis.call('ZADD', KEYS[2], fmt(slot + ttl), token)
 return {1, fmt(slot - now), '0', 'ok', fmt(slot), token}
 """

@@ -2,9 +2,9 @@
 
 Each step is one Lua script (gate/lua.py, the algorithm of gate/local.py), so rate, daily count and
 in-flight slots are checked and taken atomically. Keys per gate key K (a provider): `{prefix}:{K}:s`, the
-state hash, and `{prefix}:{K}:f`, the in-flight tokens scored by expiry (the braces put both in one Redis
-Cluster hash slot). State has no TTL: a few small keys per provider, and a provider's learnt rate outlives
-idle nights.
+state hash, `{prefix}:{K}:f`, the in-flight tokens scored by expiry, and `{prefix}:{K}:w`, the slots handed out
+under a windowed limit (the braces put all three in one Redis Cluster hash slot). State has no TTL: a few
+small keys per provider, and a provider's learnt rate outlives idle nights.
 
     gate = RedisGate(redis.Redis.from_url(settings.redis_url))   # composition root; no I/O here
     admission = gate.acquire("google", GateLimits.from_provider(cfg))
@@ -48,7 +48,7 @@ class RedisGate:
         return script(keys=self._keys(key), args=args)
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self._prefix}:{{{key}}}:s", f"{self._prefix}:{{{key}}}:f"]
+        return [f"{self._prefix}:{{{key}}}:s", f"{self._prefix}:{{{key}}}:f", f"{self._prefix}:{{{key}}}:w"]
 
     def acquire(self, key: str, limits: GateLimits) -> Admission:
         args = [
@@ -60,6 +60,7 @@ class RedisGate:
             limits.day_reset_hour_utc,
             repr(self._policy.concurrency_retry_s),
             uuid.uuid4().hex,
+            repr(float(limits.window_s or 0.0)),
         ]
         admitted, wait, retry, reason, slot, token = (_text(v) for v in self._run("ACQUIRE", key, args))
         if admitted == "1":

@@ -40,6 +40,8 @@ class ReferenceSpec:
     source: str
     sha256: str
     mime_type: str
+    #: its size in bytes (providers that take references inline have a limit)
+    size_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def _reference(source: str, base_dir: Path, fetched: dict[str, tuple[str, Refere
         hit = (_recorded_source(source, base_dir), ref)
         fetched[source] = hit
     recorded, ref = hit
-    return ReferenceSpec(source=recorded, sha256=ref.sha256, mime_type=ref.mime_type)
+    return ReferenceSpec(source=recorded, sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data))
 
 
 def _recorded_source(source: str, base_dir: Path) -> str:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -32,37 +33,29 @@ import httpx
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
 from pipeline.errors import (
-    AuthError,
-    BadImage,
-    ContentBlocked,
     DailyQuotaExceeded,
     InvalidRequest,
     ProviderError,
     ProviderUnavailable,
-    QuotaExhausted,
-    RateLimited,
 )
+from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult
-from pipeline.providers.http import (
-    MAX_MESSAGE_CHARS,
-    provider_base_url,
-    retry_after_s,
-    scrub,
-    short_text,
-    translate_transport_error,
-)
-from pipeline.providers.images import decode_b64, image_mime, validate_image
-from pipeline.providers.pricing import cost_or_list, require_price
+from pipeline.providers.gemini_answer import parse_generate_response
+from pipeline.providers.gemini_errors import classify_error, details
+from pipeline.providers.http import MAX_MESSAGE_CHARS
+from pipeline.providers.pricing import require_price
 
 #: what we ask for; TEXT lets the model explain a refusal instead of a bare NO_IMAGE
 RESPONSE_MODALITIES = ("TEXT", "IMAGE")
-#: finish reasons that mean "the image was withheld on purpose": terminal, never retried
-IMAGE_BLOCK_REASONS = frozenset({
-    "SAFETY", "RECITATION", "LANGUAGE", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
-    "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "NO_IMAGE", "IMAGE_RECITATION", "IMAGE_OTHER",
-})  # fmt: skip
-_RETRY_IN = re.compile(r"retry in\s+([0-9]+(?:\.[0-9]+)?)\s*(ms|s)\b", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
+#: the Flex tier's value of generateContent's top-level `serviceTier` (python-genai models.py
+#: _GenerateContentConfig_to_mldev: setv(parent_object, ['serviceTier'], ...); enum types.ServiceTier.FLEX)
+FLEX = "flex"
+#: error class of a 400 that refuses the Flex tier for the model (the adapter then uses the standard tier)
+FLEX_REFUSED = "flex_unsupported"
+#: wait before retrying a shed Flex request when the answer gives no delay
+FLEX_SHED_WAIT_S = 30.0
+_TIER_WORDS = re.compile(r"service[ _]?tier|\bflex\b", re.IGNORECASE)
+log = logging.getLogger("pipeline.providers.gemini")
 
 
 def model_path(model: str) -> str:
@@ -83,194 +76,6 @@ def request_body(request: ImageRequest) -> dict[str, Any]:
     }
 
 
-def next_reset(now: datetime, hour_utc: int) -> datetime:
-    """The first `hour_utc`:00 (naive UTC) strictly after `now`."""
-    reset = now.replace(hour=hour_utc, minute=0, second=0, microsecond=0)
-    return reset if reset > now else reset + timedelta(days=1)
-
-
-def parse_duration_s(value: Any) -> float | None:
-    """A protobuf Duration string ("47s", "45.837906927s") in seconds, or None."""
-    if not isinstance(value, str):
-        return None
-    m = _DURATION.match(value)
-    if not m:
-        return None
-    seconds = float(m.group(1))
-    return seconds / 1000.0 if m.group(2) == "ms" else seconds
-
-
-def _first_sentence(text: str) -> str:
-    m = re.match(r"^(.*?[.!?])(?:\s|$)", text.strip(), re.DOTALL)
-    return short_text(m.group(1) if m else text, 200)
-
-
-def _details(err: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    details = err.get("details")
-    return [d for d in details if isinstance(d, Mapping)] if isinstance(details, list) else []
-
-
-def _is_daily(err: Mapping[str, Any]) -> bool:
-    for d in _details(err):
-        if "QuotaFailure" not in str(d.get("@type", "")):
-            continue
-        for v in d.get("violations") or []:
-            if not isinstance(v, Mapping):
-                continue
-            if "PerDay" in str(v.get("quotaId", "")) or v.get("quotaValue") == "0":
-                return True
-    return False
-
-
-def _retry_delay(err: Mapping[str, Any], headers: Mapping[str, str]) -> float | None:
-    for d in _details(err):
-        if "RetryInfo" in str(d.get("@type", "")):
-            delay = parse_duration_s(d.get("retryDelay"))
-            if delay is not None:
-                return delay
-    m = _RETRY_IN.search(str(err.get("message", "")))
-    if m:
-        value = float(m.group(1))
-        return value / 1000.0 if m.group(2).lower() == "ms" else value
-    return retry_after_s(headers)
-
-
-def _has_reason(err: Mapping[str, Any], reason: str) -> bool:
-    return any(d.get("reason") == reason for d in _details(err))
-
-
-def classify_error(
-    status: int,
-    payload: Any,
-    *,
-    provider: str,
-    day_reset_hour_utc: int,
-    now: datetime,
-    headers: Mapping[str, str] | None = None,
-    text: str = "",
-) -> ProviderError:
-    """An HTTP error answer (or a batch item's `error`) as the right error. `payload` is the parsed body."""
-    headers = headers or {}
-    err: Mapping[str, Any] = {}
-    if isinstance(payload, Mapping):
-        inner = payload.get("error", payload)
-        err = inner if isinstance(inner, Mapping) else {"message": str(inner)}
-    code = str(err.get("status") or "")
-    message = short_text(err.get("message") or text or "no message")
-    label = f"HTTP {status}{' ' + code if code else ''}: {message}"
-    kw: dict[str, Any] = {"provider": provider, "http_status": status}
-    if status == 429:
-        delay = _retry_delay(err, headers)
-        if _is_daily(err):
-            until = next_reset(now, day_reset_hour_utc)
-            return DailyQuotaExceeded(
-                f"daily quota exhausted until {until:%Y-%m-%d %H:%M} UTC: {message}",
-                until=until,
-                retry_after_s=(until - now).total_seconds(),
-                **kw,
-            )
-        return RateLimited(label, retry_after_s=delay, **kw)
-    if status >= 500:
-        return ProviderUnavailable(label, retry_after_s=retry_after_s(headers), **kw)
-    if status in (401, 403) or _has_reason(err, "API_KEY_INVALID") or "API key not valid" in message:
-        return AuthError(label, **kw)
-    if status == 402:
-        return QuotaExhausted(label, **kw)
-    if status == 400 and code == "FAILED_PRECONDITION":
-        # "User location is not supported", billing not enabled: every call will fail the same way
-        return AuthError(label, **kw)
-    if status == 408:
-        return ProviderUnavailable(label, **kw)
-    return InvalidRequest(label, **kw)
-
-
-def _inline(part: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    data = part.get("inlineData", part.get("inline_data"))
-    return data if isinstance(data, Mapping) else None
-
-
-def parse_generate_response(
-    payload: Any,
-    request: ImageRequest,
-    *,
-    config: ProviderConfig,
-    batch: bool,
-    now: datetime,
-    http_status: int = 200,
-) -> ImageResult:
-    """One GenerateContentResponse as an ImageResult (validated image, priced) or a raised ProviderError."""
-    provider = config.name
-    kw: dict[str, Any] = {"provider": provider, "http_status": http_status}
-    malformed: dict[str, Any] = {**kw, "error_class": "malformed", "maybe_billed": True}
-    if not isinstance(payload, Mapping):
-        raise ProviderUnavailable("answer is not a JSON object", **malformed)
-    if isinstance(payload.get("error"), Mapping):  # an error envelope on a 200 (some proxies do this)
-        code = payload["error"].get("code")
-        status = code if isinstance(code, int) and code >= 400 else 500
-        raise classify_error(
-            status, payload, provider=provider, day_reset_hour_utc=config.day_reset_hour_utc, now=now
-        )
-    candidates = payload.get("candidates")
-    feedback = payload.get("promptFeedback")
-    if not candidates and isinstance(feedback, Mapping) and feedback.get("blockReason"):
-        extra = feedback.get("blockReasonMessage")
-        raise ContentBlocked(
-            f"prompt blocked: {feedback['blockReason']}"
-            + (f": {_first_sentence(str(extra))}" if extra else ""),
-            **kw,
-        )
-    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], Mapping):
-        raise ProviderUnavailable("answer has no candidates", **malformed)
-    cand = candidates[0]
-    finish = str(cand.get("finishReason") or "")
-    if finish in IMAGE_BLOCK_REASONS:
-        why = cand.get("finishMessage")
-        reason = f"image blocked: {finish}" + (f": {_first_sentence(str(why))}" if why else "")
-        raise ContentBlocked(reason, **kw)
-    content = cand.get("content")
-    raw_parts = content.get("parts") if isinstance(content, Mapping) else None
-    parts = [p for p in raw_parts if isinstance(p, Mapping)] if isinstance(raw_parts, list) else []
-    final = [p for p in parts if _inline(p) is not None and p.get("thought") is not True]
-    if not final:
-        texts = [str(p["text"]) for p in parts if p.get("text") and p.get("thought") is not True]
-        if texts and finish in ("", "STOP", "FINISH_REASON_UNSPECIFIED"):
-            answer = short_text(" ".join(texts), 200)
-            raise ContentBlocked(f"no image: model answered with text: {answer}", **kw)
-        raise ProviderUnavailable(
-            f"answer has no image (finishReason {finish or 'missing'})",
-            error_class="no_image",
-            maybe_billed=True,
-            **kw,
-        )
-    inline = _inline(final[-1]) or {}
-    mime = str(inline.get("mimeType") or inline.get("mime_type") or "")
-    data = inline.get("data")
-    usage = payload.get("usageMetadata")
-    usage = dict(usage) if isinstance(usage, Mapping) else {}
-    cost, source = cost_or_list(config, usage, request.resolution, len(request.references), batch=batch)
-    try:
-        if not isinstance(data, str):
-            raise BadImage("inlineData has no data", provider=provider)
-        raw = decode_b64(data, provider=provider)
-        validate_image(raw, mime, request.resolution, request.aspect_ratio, policy="exact", provider=provider)
-    except BadImage as e:
-        e.http_status, e.maybe_billed, e.cost_usd = http_status, True, cost
-        raise
-    return ImageResult(
-        data=raw,
-        mime_type=image_mime(raw) or mime,
-        cost_usd=cost,
-        cost_source=source,
-        http_status=http_status,
-        usage=usage,
-        remote_id=_str_or_none(payload.get("responseId")),
-    )
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def auth_headers(config: ProviderConfig, api_key: str | None) -> dict[str, str]:
     if not api_key:
         return {}
@@ -279,9 +84,12 @@ def auth_headers(config: ProviderConfig, api_key: str | None) -> dict[str, str]:
     return {"x-goog-api-key": api_key}
 
 
-class GeminiProvider:
-    """One image per generateContent call. The client is injected and owned by the caller (close() is a
-    no-op); `batch_prices` prices usage at the batch rates (for the batch client's results)."""
+class GeminiProvider(HttpAdapter):
+    """One image per generateContent call. `batch_prices` prices usage at the batch rates (for the batch
+    client's results). With `service_tier: flex` the call asks for Google's Flex tier (`serviceTier: "flex"`)
+    and usage is priced at half the standard rates (the batch rates); a shed call (503, or a 429 without a
+    quota violation) is `shed`, retryable and not a fault of the provider; a 400 refusing the tier for the
+    model makes this adapter fall back to the standard tier (at standard rates) for the rest of its life."""
 
     def __init__(
         self,
@@ -292,47 +100,47 @@ class GeminiProvider:
         region: str | None = None,
         batch_prices: bool = False,
         clock: Clock = utcnow,
+        output_guard: OutputGuard | None = None,
     ) -> None:
-        self.name = config.name
-        self.config = config
-        self._key = api_key
-        self._client = client
+        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
         self._batch = batch_prices
-        self._clock = clock
-        self.base_url = provider_base_url(config, region)
+        self.flex = config.service_tier == "flex"
         self.url = f"{self.base_url}/v1beta/models/{model_path(config.model)}:generateContent"
 
     def __repr__(self) -> str:
         return f"GeminiProvider(name={self.name!r}, url={self.url!r})"
 
     def generate(self, request: ImageRequest, hooks: CallHooks | None = None) -> ImageResult:
-        try:
-            return self._generate(request)
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
+        with self.scrubbing():
+            require_price(self.config, request.resolution)
+            if not self.flex:
+                return self._call(request, flex=False)
+            try:
+                return self._call(request, flex=True)
+            except InvalidRequest as e:
+                if e.error_class != FLEX_REFUSED:
+                    raise
+                self.flex = False  # the model refuses the tier: standard from now on (the refusal is not billed)
+                log.warning("provider %s: %s; falling back to the standard tier", self.name, e.message)
+                result = self._call(request, flex=False)
+                return replace(result, usage={**result.usage, "service_tier_fallback": "standard"})
 
-    def _generate(self, request: ImageRequest) -> ImageResult:
-        require_price(self.config, request.resolution)
+    def _call(self, request: ImageRequest, *, flex: bool) -> ImageResult:
         headers = {"Content-Type": "application/json", **auth_headers(self.config, self._key)}
-        try:
-            resp = self._client.post(
-                self.url,
-                content=json.dumps(request_body(request)),
-                headers=headers,
-                timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
-            )
-        except httpx.HTTPError as e:
-            raise translate_transport_error(e, self.name) from None
-        return self.handle_response(resp, request)
+        body = request_body(request)
+        if flex:
+            body["serviceTier"] = FLEX
+        deadline = self.call_deadline()
+        resp = self.request("POST", self.url, content=json.dumps(body), headers=headers, deadline=deadline)
+        return self.handle_response(resp, request, flex=flex, deadline=deadline)
 
-    def handle_response(self, resp: httpx.Response, request: ImageRequest) -> ImageResult:
+    def handle_response(
+        self, resp: httpx.Response, request: ImageRequest, *, flex: bool = False, deadline: float | None = None
+    ) -> ImageResult:
         now = self._clock()
-        try:
-            payload = resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None
+        payload = self.json_of(resp)
         if resp.status_code != 200:
-            raise classify_error(
+            err = classify_error(
                 resp.status_code,
                 payload,
                 provider=self.name,
@@ -341,6 +149,7 @@ class GeminiProvider:
                 now=now,
                 text=resp.text[:MAX_MESSAGE_CHARS] if payload is None else "",
             )
+            raise flex_error(err, payload) if flex else err
         if payload is None:
             raise ProviderUnavailable(
                 "answer is not JSON",
@@ -349,7 +158,35 @@ class GeminiProvider:
                 error_class="malformed",
                 maybe_billed=True,
             )
-        return parse_generate_response(payload, request, config=self.config, batch=self._batch, now=now)
+        return parse_generate_response(
+            payload, request, config=self.config, batch=self._batch or flex, now=now,
+            fetch=lambda url: self.download(url, deadline=deadline),
+        )
 
-    def close(self) -> None:
-        """The client belongs to the caller; nothing to release here."""
+
+def flex_error(err: ProviderError, payload: Any) -> ProviderError:
+    """A Flex-tier error as the pipeline treats it. Flex is best effort: Google may shed a request under load
+    (https://ai.google.dev/gemini-api/docs/flex-inference). A 503, or a 429 that names no quota violation, is
+    a shed: retryable after FLEX_SHED_WAIT_S (or the answer's delay), error class `shed`, which neither cuts
+    the admission gate's rate nor counts towards the provider's circuit breaker. A 400 naming the service
+    tier is the model refusing Flex (FLEX_REFUSED). Quota 429s and everything else keep their class."""
+    status = err.http_status or 0
+    quota = isinstance(payload, Mapping) and _quota_violation(payload)
+    if status == 503 or (status == 429 and not quota and not isinstance(err, DailyQuotaExceeded)):
+        return ProviderUnavailable(
+            f"flex request shed: {err.message}",
+            provider=err.provider,
+            http_status=status,
+            error_class="shed",
+            retry_after_s=err.retry_after_s if err.retry_after_s is not None else FLEX_SHED_WAIT_S,
+        )
+    if status == 400 and _TIER_WORDS.search(err.message):
+        return InvalidRequest(err.message, provider=err.provider, http_status=400, error_class=FLEX_REFUSED)
+    return err
+
+
+def _quota_violation(payload: Mapping[str, Any]) -> bool:
+    inner = payload.get("error")
+    return isinstance(inner, Mapping) and any(
+        "QuotaFailure" in str(d.get("@type", "")) for d in details(inner)
+    )

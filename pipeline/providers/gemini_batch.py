@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -28,21 +27,12 @@ import httpx
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
 from pipeline.errors import InputError, ProviderError, ProviderUnavailable
+from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import ImageRequest, ImageResult
-from pipeline.providers.gemini import (
-    auth_headers,
-    classify_error,
-    model_path,
-    parse_generate_response,
-    request_body,
-)
-from pipeline.providers.http import (
-    CONNECT_TIMEOUT_S,
-    MAX_MESSAGE_CHARS,
-    provider_base_url,
-    scrub,
-    translate_transport_error,
-)
+from pipeline.providers.gemini import auth_headers, model_path, request_body
+from pipeline.providers.gemini_answer import parse_generate_response
+from pipeline.providers.gemini_errors import classify_error, item_error
+from pipeline.providers.http import MAX_MESSAGE_CHARS, scrub
 from pipeline.providers.pricing import require_price
 
 #: largest create body sent inline; the API's limit is 20 MB "total request size", this keeps a margin
@@ -53,6 +43,8 @@ JSONL_MIME = "application/jsonl"
 MAX_LIST_PAGES = 50
 #: read timeout for batch calls that move no images (create answers, status without output, cancel)
 CONTROL_TIMEOUT_S = 60.0
+#: largest batch answer read (inline results of a whole batch, or its JSONL results file)
+MAX_BATCH_ANSWER_BYTES = 2 * 1024 * 1024 * 1024
 
 
 class BatchState(StrEnum):
@@ -159,7 +151,7 @@ def _inlined(out: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
     return [i for i in items if isinstance(i, Mapping)]
 
 
-class GeminiBatchClient:
+class GeminiBatchClient(HttpAdapter):
     def __init__(
         self,
         config: ProviderConfig,
@@ -168,28 +160,14 @@ class GeminiBatchClient:
         *,
         region: str | None = None,
         clock: Clock = utcnow,
+        output_guard: OutputGuard | None = None,
         inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> None:
-        self.name = config.name
-        self.config = config
-        self._key = api_key
-        self._client = client
-        self._clock = clock
+        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
         self.inline_max_bytes = inline_max_bytes
-        self.base_url = provider_base_url(config, region)
         self._model = model_path(config.model)
 
-    def __repr__(self) -> str:
-        return f"GeminiBatchClient(name={self.name!r}, url={self.base_url!r})"
-
     # --- plumbing ----------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _scrubbing(self) -> Iterator[None]:
-        try:
-            yield
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
 
     def _headers(self, url: str) -> dict[str, str]:
         """Auth only for our provider's origin (an upload URL on another host gets no key)."""
@@ -201,21 +179,11 @@ class GeminiBatchClient:
         self, method: str, url: str, *, timeout_s: float = CONTROL_TIMEOUT_S, **kw: Any
     ) -> httpx.Response:
         headers = {**self._headers(url), **kw.pop("headers", {})}
-        try:
-            resp = self._client.request(
-                method,
-                url,
-                headers=headers,
-                timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
-                **kw,
-            )
-        except httpx.HTTPError as e:
-            raise translate_transport_error(e, self.name) from None
+        resp = self.request(
+            method, url, headers=headers, timeout_s=timeout_s, max_bytes=MAX_BATCH_ANSWER_BYTES, **kw
+        )
         if resp.status_code >= 400:
-            try:
-                payload = resp.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                payload = None
+            payload = self.json_of(resp)
             raise classify_error(
                 resp.status_code,
                 payload,
@@ -228,10 +196,7 @@ class GeminiBatchClient:
         return resp
 
     def _json(self, resp: httpx.Response) -> Mapping[str, Any]:
-        try:
-            payload = resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None
+        payload = self.json_of(resp)
         if not isinstance(payload, Mapping):
             raise ProviderUnavailable(
                 "batch answer is not a JSON object",
@@ -254,7 +219,7 @@ class GeminiBatchClient:
         keys = [k for k, _ in requests]
         if not keys or len(set(keys)) != len(keys) or not all(keys):
             raise InputError("batch needs at least one request and unique, non-empty keys")
-        with self._scrubbing():
+        with self.scrubbing():
             for _, req in requests:
                 require_price(self.config, req.resolution)
             inline = [{"request": request_body(r), "metadata": {"key": k}} for k, r in requests]
@@ -343,7 +308,7 @@ class GeminiBatchClient:
     # --- status, results ---------------------------------------------------------------------------------
 
     def get(self, name: str) -> BatchStatus:
-        with self._scrubbing():
+        with self.scrubbing():
             resp = self._send("GET", self._batch_url(name), timeout_s=self.config.timeout_s)
             return BatchStatus.from_operation(self._json(resp))
 
@@ -352,7 +317,7 @@ class GeminiBatchClient:
     ) -> dict[str, ImageResult | ProviderError]:
         """Every key of `requests` mapped to its image or its error, for a batch that is done. Keys the
         output lacks get a retryable error (batch_failed, batch_expired, batch_cancelled, missing)."""
-        with self._scrubbing():
+        with self.scrubbing():
             items = self._output_items(status)
         now = self._clock()
         out: dict[str, ImageResult | ProviderError] = {}
@@ -381,15 +346,7 @@ class GeminiBatchClient:
         try:
             err = item.get("error")
             if isinstance(err, Mapping):
-                code = err.get("code")
-                status = code if isinstance(code, int) and 400 <= code <= 599 else 500
-                return classify_error(
-                    status,
-                    {"error": err},
-                    provider=self.name,
-                    now=now,
-                    day_reset_hour_utc=self.config.day_reset_hour_utc,
-                )
+                return item_error(err, provider=self.name, now=now, day_reset_hour_utc=self.config.day_reset_hour_utc)
             return parse_generate_response(
                 item.get("response"), request, config=self.config, batch=True, now=now
             )
@@ -424,7 +381,7 @@ class GeminiBatchClient:
     # --- cancel, list ------------------------------------------------------------------------------------
 
     def cancel(self, name: str) -> None:
-        with self._scrubbing():
+        with self.scrubbing():
             self._send(
                 "POST",
                 self._batch_url(name, ":cancel"),
@@ -439,7 +396,7 @@ class GeminiBatchClient:
             params: dict[str, Any] = {"pageSize": page_size}
             if token:
                 params["pageToken"] = token
-            with self._scrubbing():
+            with self.scrubbing():
                 payload = self._json(self._send("GET", f"{self.base_url}/v1beta/batches", params=params))
             ops = payload.get("operations", payload.get("batches"))
             for op in ops if isinstance(ops, list) else []:

@@ -1,9 +1,14 @@
-"""OpenAI Images API format (Kie.ai, laozhang.ai's OpenAI format, AIML API): PROVIDERS.md §5.
+"""The images API family (OpenAI's /v1/images, laozhang.ai's OpenAI format, AIML API's JSON dialect).
 
-`POST /v1/images/generations` (JSON) without references, `POST /v1/images/edits` (multipart, one `image[]`
-part per reference) with them. The size goes out as `size: "WxH"` from the SIZES table plus the resellers'
-extension fields `aspect_ratio`, `resolution` and `image_size`. Answers in `b64_json` or `url` (downloaded
-at once: URLs expire). Resellers bill a flat price per image, so cost comes from the config's table.
+What goes out is the preset's dialect (pipeline.dialect.ImagesDialect, data in the preset): OpenAI's
+own fields by default (`size: "WxH"` only for sizes OpenAI documents, `n`, `response_format`,
+`output_format`; references as multipart `image[]` parts to /v1/images/edits), or a reseller's documented
+names (AIML: `aspect_ratio`, `resolution`, `num_images`, references as `image_urls` data URLs in JSON to
+/v1/images/generations with the edit model). A request the dialect cannot express (4K through a `size`
+field, an oversized inline reference) is refused before anything is sent (and at validate time:
+pipeline.providers.checks). Answers in `b64_json` or `url` (downloaded at once: URLs expire). Resellers bill
+a flat price per image, so cost comes from the config's table, unless the answer states what it charged
+(AIML's `meta.usage.usd_spent`).
 
 Errors, classified here once:
 
@@ -11,7 +16,9 @@ Errors, classified here once:
     429 other (rate_limit_exceeded)         RateLimited(retry-after-ms, then retry-after: seconds or date)
     400 moderation_blocked / content_policy ContentBlocked("moderation blocked (<stage>): <message>")
     other 400, 404, 422                     InvalidRequest(error.message)
+    402/403 naming credits (AIML's 403)     QuotaExhausted (provider paused)
     401, 403                                AuthError;  402  QuotaExhausted
+    errors as {"error": {...}} (OpenAI) or top-level {message, statusCode, ...} (AIML): the same rules
     5xx, 408, 409; LiteLLM string codes ("500", "503") in the envelope   ProviderUnavailable
     200 not JSON / no data item             ProviderUnavailable(error_class="malformed", maybe_billed)
     200 with "data": []                     ContentBlocked("no image: ...") (a refusal)
@@ -22,7 +29,7 @@ Size check: the "ratio" policy of pipeline.providers.images (resellers may resiz
 
 from __future__ import annotations
 
-import json
+import base64
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -32,6 +39,7 @@ import httpx
 
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
+from pipeline.dialect import size_fits
 from pipeline.errors import (
     AuthError,
     BadImage,
@@ -42,24 +50,42 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
+from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, expected_size
-from pipeline.providers.http import (
-    CONNECT_TIMEOUT_S,
-    MAX_MESSAGE_CHARS,
-    decode_data_url,
-    download,
-    provider_base_url,
-    retry_after_s,
-    scrub,
-    short_text,
-    translate_transport_error,
-)
+from pipeline.providers.http import MAX_MESSAGE_CHARS, decode_data_url, retry_after_s, short_text
 from pipeline.providers.images import decode_b64, image_mime, validate_image
-from pipeline.providers.pricing import PRICE_TABLE, require_price, table_cost
+from pipeline.providers.pricing import PRICE_TABLE, USAGE, require_price, table_cost
 
 #: error codes that mean the safety system refused: terminal, never retried
 MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+def data_url(data: bytes, mime_type: str) -> str:
+    return f"data:{mime_type};base64,{base64.b64encode(data).decode()}"
+
+
+def dialect_refusal(
+    config: ProviderConfig, resolution: str, aspect_ratio: str, reference_sizes: list[int]
+) -> str | None:
+    """Why the preset's dialect cannot send this request (checked at validate time and again before a call),
+    or None. A `size` dialect cannot ask for sizes no provider documents (4K); a JSON dialect sends
+    references inline only up to its documented or chosen size."""
+    d = config.images
+    where = f"provider {config.name}"
+    if resolution not in d.resolutions:
+        return f"{where} cannot make {resolution} images (its API offers {', '.join(d.resolutions)})"
+    if d.size_field and not d.resolution_field and not size_fits(*expected_size(aspect_ratio, resolution)):
+        w, h = expected_size(aspect_ratio, resolution)
+        return (f"{where} speaks OpenAI's images API, whose size field documents no {w}x{h} ({resolution}) "
+                "output: use a provider with a resolution field (e.g. the gemini-format preset) for 4K")
+    if len(reference_sizes) > d.max_references:
+        return f"{where} takes at most {d.max_references} references"
+    limit = d.max_inline_reference_bytes
+    if limit is not None and any(n > limit for n in reference_sizes):
+        return (f"{where} gets references inline as data URLs, at most {limit} bytes each: shrink the "
+                "reference, or use another provider (URLs to fetch need presigned storage URLs)")
+    return None
 
 
 def _output_format(fmt: str) -> str:
@@ -83,7 +109,8 @@ def classify_error(
         status = int(code)
     label = f"HTTP {status}{' ' + code if code and not code.isdigit() else ''}: {message}"
     kw: dict[str, Any] = {"provider": provider, "http_status": status}
-    if "insufficient_quota" in (code, etype):
+    if "insufficient_quota" in (code, etype) or (status in (402, 403) and "credit" in message.lower()):
+        # OpenAI's insufficient_quota; AIML's 403 "You've run out of credits" (docs.aimlapi.com errors 4xx)
         return QuotaExhausted(label, **kw)
     if status == 429:
         return RateLimited(label, retry_after_s=retry_after_s(headers, now), **kw)
@@ -103,8 +130,8 @@ def classify_error(
     return InvalidRequest(label, **kw)
 
 
-class OpenAIImagesProvider:
-    """One image per call through an OpenAI-compatible images endpoint. The client is the caller's."""
+class OpenAIImagesProvider(HttpAdapter):
+    """One image per call through an OpenAI-compatible images endpoint."""
 
     def __init__(
         self,
@@ -114,72 +141,71 @@ class OpenAIImagesProvider:
         *,
         region: str | None = None,
         clock: Clock = utcnow,
+        output_guard: OutputGuard | None = None,
     ) -> None:
-        self.name = config.name
-        self.config = config
-        self._key = api_key
-        self._client = client
-        self._clock = clock
-        base = provider_base_url(config, region)
+        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
+        base = self.base_url
         self.base_url = base if base.endswith("/v1") else f"{base}/v1"
 
-    def __repr__(self) -> str:
-        return f"OpenAIImagesProvider(name={self.name!r}, url={self.base_url!r})"
-
     def generate(self, request: ImageRequest, hooks: CallHooks | None = None) -> ImageResult:
-        try:
+        with self.scrubbing():
             return self._generate(request)
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
 
     def fields(self, request: ImageRequest) -> dict[str, Any]:
-        """The request fields common to generations and edits."""
-        width, height = expected_size(request.aspect_ratio, request.resolution)
-        return {
-            "model": self.config.model,
+        """The JSON (or form) fields of one call, named as the preset's dialect names them."""
+        d = self.config.images
+        fields: dict[str, Any] = {
+            "model": (d.edit_model or self.config.model) if request.references else self.config.model,
             "prompt": request.prompt,
-            "n": 1,
-            "size": f"{width}x{height}",
-            "aspect_ratio": request.aspect_ratio,
-            "resolution": request.resolution,
-            "image_size": request.resolution,
-            "response_format": self.config.response_format,
-            "output_format": _output_format(request.output_format),
+            d.count_field: 1,
         }
+        if d.size_field:
+            width, height = expected_size(request.aspect_ratio, request.resolution)
+            fields[d.size_field] = f"{width}x{height}"
+        if d.aspect_ratio_field:
+            fields[d.aspect_ratio_field] = request.aspect_ratio
+        if d.resolution_field:
+            fields[d.resolution_field] = request.resolution
+        if d.response_format_field:
+            fields[d.response_format_field] = self.config.response_format
+        if d.output_format_field:
+            fields[d.output_format_field] = _output_format(request.output_format)
+        return fields
 
     def _generate(self, request: ImageRequest) -> ImageResult:
         require_price(self.config, request.resolution, usage_ok=False)
+        refusal = dialect_refusal(self.config, request.resolution, request.aspect_ratio,
+                                  [len(r.data) for r in request.references])
+        if refusal:  # nothing is sent: the dialect cannot ask for this
+            raise InvalidRequest(refusal, provider=self.name)
+        d = self.config.images
         headers = {**self._auth(), "Accept": "application/json"}
         fields = self.fields(request)
-        timeout = httpx.Timeout(self.config.timeout_s, connect=CONNECT_TIMEOUT_S)
-        try:
+        deadline = self.call_deadline()
+        if request.references and d.edits_encoding == "multipart":
+            files = [
+                (d.reference_field, (f"reference-{i}.{_EXT.get(ref.mime_type, 'png')}", ref.data, ref.mime_type))
+                for i, ref in enumerate(request.references)
+            ]
+            data = {k: str(v) for k, v in fields.items()}
+            url = f"{self.base_url}{d.edits_path or d.generations_path}"
+            resp = self.request("POST", url, data=data, files=files, headers=headers, deadline=deadline)
+        else:
             if request.references:
-                files = [
-                    ("image[]", (f"reference-{i}.{_EXT.get(ref.mime_type, 'png')}", ref.data, ref.mime_type))
-                    for i, ref in enumerate(request.references)
-                ]
-                data = {k: str(v) for k, v in fields.items()}
-                resp = self._client.post(
-                    f"{self.base_url}/images/edits", data=data, files=files, headers=headers, timeout=timeout
-                )
-            else:
-                resp = self._client.post(
-                    f"{self.base_url}/images/generations", json=fields, headers=headers, timeout=timeout
-                )
-        except httpx.HTTPError as e:
-            raise translate_transport_error(e, self.name) from None
-        return self.handle_response(resp, request)
+                fields[d.reference_field] = [data_url(ref.data, ref.mime_type) for ref in request.references]
+            path = d.edits_path if request.references and d.edits_path else d.generations_path
+            resp = self.request("POST", f"{self.base_url}{path}", json=fields, headers=headers, deadline=deadline)
+        return self.handle_response(resp, request, deadline)
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    def handle_response(self, resp: httpx.Response, request: ImageRequest) -> ImageResult:
+    def handle_response(
+        self, resp: httpx.Response, request: ImageRequest, deadline: float | None = None
+    ) -> ImageResult:
         now = self._clock()
-        try:
-            payload = resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None
-        if resp.status_code != 200 or (
+        payload = self.json_of(resp)
+        if resp.status_code not in (200, 201) or (
             isinstance(payload, Mapping) and isinstance(payload.get("error"), Mapping)
         ):
             raise classify_error(
@@ -204,7 +230,7 @@ class OpenAIImagesProvider:
             )
         cost = table_cost(self.config, request.resolution, len(request.references))
         assert cost is not None  # require_price checked it before the call
-        raw, mime = self._image_bytes(items[0], cost)
+        raw, mime = self._image_bytes(items[0], cost, deadline)
         try:
             validate_image(
                 raw, mime, request.resolution, request.aspect_ratio, policy="ratio", provider=self.name
@@ -213,15 +239,25 @@ class OpenAIImagesProvider:
             e.http_status, e.maybe_billed, e.cost_usd = 200, True, cost
             raise
         usage = payload.get("usage")
+        meta = payload.get("meta")
+        if isinstance(meta, Mapping) and isinstance(meta.get("usage"), Mapping):
+            usage = meta["usage"]  # AIML: meta.usage {credits_used | tokens_used, usd_spent?}
+        spent = usage.get("usd_spent") if isinstance(usage, Mapping) else None
+        if isinstance(spent, int | float) and not isinstance(spent, bool) and spent > 0:
+            cost, source = Decimal(str(spent)), USAGE  # the provider's own statement of what it charged
+        else:
+            source = PRICE_TABLE
         return ImageResult(
             data=raw,
             mime_type=image_mime(raw) or mime,
             cost_usd=cost,
-            cost_source=PRICE_TABLE,
+            cost_source=source,
             usage=dict(usage) if isinstance(usage, Mapping) else {},
         )
 
-    def _image_bytes(self, item: Mapping[str, Any], cost: Decimal) -> tuple[bytes, str]:
+    def _image_bytes(
+        self, item: Mapping[str, Any], cost: Decimal, deadline: float | None
+    ) -> tuple[bytes, str]:
         billed: dict[str, Any] = {
             "provider": self.name,
             "http_status": 200,
@@ -242,15 +278,9 @@ class OpenAIImagesProvider:
                     raise BadImage("data URL is not valid base64", **billed)
                 return inline
             try:
-                data, ctype, _ = download(
-                    self._client, url, provider=self.name, deadline_s=self.config.timeout_s
-                )
+                return self.download(url, deadline=deadline or self.call_deadline())
             except ProviderUnavailable as e:
                 raise ProviderUnavailable(e.message, error_class="download", **billed) from None
-            return data, ctype.split(";")[0].strip()
         raise ProviderUnavailable(
             "image item has neither b64_json nor url", error_class="malformed", **billed
         )
-
-    def close(self) -> None:
-        """The client belongs to the caller; nothing to release here."""

@@ -95,6 +95,21 @@ def gemini_usage_cost(usage: Mapping[str, Any] | None, *, batch: bool) -> Decima
     return (image * r.image_output + other * r.text_output + prompt * r.input) / _MILLION
 
 
+def blocked_call_cost(usage: Mapping[str, Any] | None, *, batch: bool) -> Decimal | None:
+    """What a call that made no image costs (a blocked prompt, a filtered image, a text-only refusal): its
+    prompt tokens at the input rate, its thinking and text output at the text rate; no image tokens (see
+    pipeline.providers.gemini_answer for the billing rule and its source). None when usage reports nothing."""
+    if not usage:
+        return None
+    image = _modality_tokens(usage.get("candidatesTokensDetails"), "IMAGE") or 0
+    other = max(_count(usage.get("candidatesTokenCount")) - image, 0) + _count(usage.get("thoughtsTokenCount"))
+    prompt = _count(usage.get("promptTokenCount"))
+    if not other and not prompt:
+        return None
+    r = RATES["batch" if batch else "standard"]
+    return (other * r.text_output + prompt * r.input) / _MILLION
+
+
 def table_cost(config: ProviderConfig, resolution: str, n_refs: int) -> Decimal | None:
     """Per-image price at `resolution` plus `input_image` per reference (0 when the table has none:
     resellers bill flat), or None when the resolution has no price."""

@@ -6,6 +6,9 @@ polling); an unfinished prediction is polled by id (`GET /v1/predictions/{id}`) 
 until config.timeout_s; then ProviderTimeout(maybe_billed=True, remote_id=id), and the pipeline calls
 `resume(id, request)` on the next attempt instead of paying for a second prediction. The output URL is
 downloaded at once (Replicate deletes it after an hour). Replicate bills per image: cost from the table.
+References up to DATA_URL_MAX_BYTES (256 KB) go inline as data URLs; larger ones are uploaded first through
+the files API (`POST /v1/files`, field `content`) and passed by the file's `urls.get`, as Replicate's HTTP
+API reference advises ("Use an HTTP URL when you have a large file > 256kb").
 
 Errors, classified here once:
 
@@ -49,17 +52,9 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
+from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult
-from pipeline.providers.http import (
-    CONNECT_TIMEOUT_S,
-    MAX_MESSAGE_CHARS,
-    download,
-    provider_base_url,
-    retry_after_s,
-    scrub,
-    short_text,
-    translate_transport_error,
-)
+from pipeline.providers.http import MAX_MESSAGE_CHARS, retry_after_s, short_text
 from pipeline.providers.images import image_mime, validate_image
 from pipeline.providers.pricing import PRICE_TABLE, require_price, table_cost
 
@@ -69,6 +64,13 @@ MAX_WAIT_S = 60
 POLL_INTERVAL_S = 1.0
 #: extra read time on top of the wait before the create call counts as timed out
 WAIT_MARGIN_S = 10.0
+#: largest reference sent inline as a data URL; larger ones go through the files API and are passed by URL
+#: ("Use a data URL when you have a small file <= 256kb", Replicate's HTTP API reference, prediction input)
+DATA_URL_MAX_BYTES = 256 * 1024
+#: read timeout of a file upload
+UPLOAD_TIMEOUT_S = 60.0
+#: read timeout of a poll (GET /v1/predictions/{id})
+POLL_TIMEOUT_S = 30.0
 #: words in a failed prediction's error that mean a safety refusal (terminal)
 SAFETY_WORDS = ("safety", "nsfw", "sensitive", "flagged", "e005", "content policy", "prohibited")
 #: words that mean the model declined to draw (Gemini NO_IMAGE behind Replicate): terminal
@@ -115,9 +117,9 @@ def _output_url(output: Any) -> str | None:
     return None
 
 
-class ReplicateProvider:
+class ReplicateProvider(HttpAdapter):
     """google/nano-banana-pro (or config.model) on Replicate. `sleep` and `monotonic` are injectable so
-    tests of polling do not wait; the client is the caller's."""
+    tests of polling do not wait."""
 
     def __init__(
         self,
@@ -127,6 +129,7 @@ class ReplicateProvider:
         *,
         region: str | None = None,
         clock: Clock = utcnow,
+        output_guard: OutputGuard | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         poll_interval_s: float = POLL_INTERVAL_S,
@@ -134,15 +137,10 @@ class ReplicateProvider:
         owner, _, name = config.model.partition("/")
         if not owner or not name or "/" in name:
             raise InputError("model must be owner/name", where=f"providers.{config.name}.model")
-        self.name = config.name
-        self.config = config
-        self._key = api_key
-        self._client = client
-        self._clock = clock
+        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
         self._sleep = sleep
         self._monotonic = monotonic
         self.poll_interval_s = poll_interval_s
-        self.base_url = provider_base_url(config, region)
         self.create_url = (
             f"{self.base_url}/v1/models/{quote(owner, safe='')}/{quote(name, safe='')}/predictions"
         )
@@ -155,36 +153,34 @@ class ReplicateProvider:
 
     def generate(self, request: ImageRequest, hooks: CallHooks | None = None) -> ImageResult:
         """Create one prediction and see it to the end (or to config.timeout_s). Never creates twice."""
-        try:
+        with self.scrubbing():
             require_price(self.config, request.resolution, usage_ok=False)
             deadline = self._monotonic() + self.config.timeout_s
             prediction = self._create(request)
             remote_id = str(prediction["id"])
             (hooks or CallHooks()).submitted(remote_id)
             return self._finish(prediction, request, deadline)
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
 
     def resume(self, remote_id: str, request: ImageRequest) -> ImageResult:
         """Poll an existing prediction (an earlier attempt's) to its end and download its output."""
-        try:
+        with self.scrubbing():
             require_price(self.config, request.resolution, usage_ok=False)
             deadline = self._monotonic() + self.config.timeout_s
             prediction = self._poll_until_answer(remote_id, deadline)
             return self._finish(prediction, request, deadline)
-        except ProviderError as e:
-            raise scrub(e, self._key) from None
-
-    def close(self) -> None:
-        """The client belongs to the caller; nothing to release here."""
 
     # --- calls -------------------------------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    def input(self, request: ImageRequest) -> dict[str, Any]:
-        refs = [f"data:{r.mime_type};base64,{base64.b64encode(r.data).decode()}" for r in request.references]
+    def input(self, request: ImageRequest, uploaded: dict[str, str] | None = None) -> dict[str, Any]:
+        """The prediction input; references by their uploaded URL (`uploaded`: sha256 -> URL) or as data URLs."""
+        uploaded = uploaded or {}
+        refs = [
+            uploaded.get(r.sha256) or f"data:{r.mime_type};base64,{base64.b64encode(r.data).decode()}"
+            for r in request.references
+        ]
         fmt = request.output_format.lower()
         return {
             "prompt": request.prompt,
@@ -196,17 +192,14 @@ class ReplicateProvider:
 
     def _create(self, request: ImageRequest) -> Mapping[str, Any]:
         headers = {**self._headers(), "Content-Type": "application/json", "Prefer": f"wait={self.wait_s}"}
-        timeout = httpx.Timeout(self.wait_s + WAIT_MARGIN_S, connect=CONNECT_TIMEOUT_S)
-        try:
-            resp = self._client.post(
-                self.create_url,
-                content=json.dumps({"input": self.input(request)}),
-                headers=headers,
-                timeout=timeout,
-            )
-        except httpx.HTTPError as e:
-            raise translate_transport_error(e, self.name) from None
-        payload = self._json(resp)
+        resp = self.request(
+            "POST",
+            self.create_url,
+            content=json.dumps({"input": self.input(request, self._upload_large(request))}),
+            headers=headers,
+            timeout_s=self.wait_s + WAIT_MARGIN_S,
+        )
+        payload = self.json_of(resp)
         if resp.status_code not in (200, 201, 202):
             raise classify_error(
                 resp.status_code,
@@ -227,23 +220,51 @@ class ReplicateProvider:
             )
         return payload
 
-    @staticmethod
-    def _json(resp: httpx.Response) -> Any:
-        try:
-            return resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
+    def _upload_large(self, request: ImageRequest) -> dict[str, str]:
+        """Upload references over DATA_URL_MAX_BYTES through the files API; sha256 -> the file's URL. Nothing is
+        billed yet: a failed upload is an unbilled, retryable error before the prediction is created."""
+        out: dict[str, str] = {}
+        for ref in request.references:
+            if len(ref.data) > DATA_URL_MAX_BYTES and ref.sha256 not in out:
+                out[ref.sha256] = self.upload_file(ref.data, ref.mime_type, f"reference-{ref.sha256[:12]}")
+        return out
+
+    def upload_file(self, data: bytes, mime_type: str, name: str) -> str:
+        """`POST /v1/files` (multipart field `content`, as replicate-python's files.create sends it); the file's
+        `urls.get`, which predictions take as an input URL (replicate-python helpers.encode_json)."""
+        ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(mime_type, "bin")
+        resp = self.request(
+            "POST",
+            f"{self.base_url}/v1/files",
+            files={"content": (f"{name}.{ext}", data, mime_type)},
+            headers=self._headers(),
+            timeout_s=UPLOAD_TIMEOUT_S,
+        )
+        payload = self.json_of(resp)
+        if resp.status_code not in (200, 201):
+            raise classify_error(
+                resp.status_code, payload, provider=self.name, headers=resp.headers, now=self._clock(),
+                text=resp.text[:MAX_MESSAGE_CHARS],
+            )
+        urls = payload.get("urls") if isinstance(payload, Mapping) else None
+        url = urls.get("get") if isinstance(urls, Mapping) else None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ProviderUnavailable(
+                "file upload answer has no urls.get", provider=self.name, http_status=resp.status_code,
+                error_class="upload",
+            )
+        return url
 
     def _get(self, remote_id: str) -> Mapping[str, Any] | float:
         """The prediction, or the seconds to wait before asking again (a passing fault)."""
         url = f"{self.base_url}/v1/predictions/{quote(remote_id, safe='')}"
         try:
-            resp = self._client.get(
-                url, headers=self._headers(), timeout=httpx.Timeout(30.0, connect=CONNECT_TIMEOUT_S)
-            )
-        except httpx.HTTPError:
-            return float(self.poll_interval_s)
-        payload = self._json(resp)
+            resp = self.request("GET", url, headers=self._headers(), timeout_s=POLL_TIMEOUT_S)
+        except ProviderError as e:
+            if e.error_class in ("connect", "timeout", "disconnected", "unavailable"):
+                return float(self.poll_interval_s)  # a transport fault while polling: ask again
+            raise
+        payload = self.json_of(resp)
         if resp.status_code == 200 and isinstance(payload, Mapping) and payload.get("status"):
             return payload
         err = classify_error(
@@ -324,12 +345,11 @@ class ReplicateProvider:
                 "prediction succeeded without an output URL (removed?)", error_class="malformed", **billed
             )
         try:
-            data, ctype, _ = download(self._client, url, provider=self.name, deadline_s=self.config.timeout_s)
+            data, mime = self.download(url, deadline=self.call_deadline())
         except ProviderUnavailable as e:  # resume() downloads it again without paying again
             raise ProviderUnavailable(
                 e.message, error_class="download", remote_id=remote_id, **billed
             ) from None
-        mime = ctype.split(";")[0].strip()
         try:
             validate_image(
                 data, mime, request.resolution, request.aspect_ratio, policy="ratio", provider=self.name

@@ -6,6 +6,8 @@ Admin: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/health`, `
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,9 +17,11 @@ from pipeline.sandbox.gemini import GeminiApi
 from pipeline.sandbox.gemini_batch import GeminiBatchApi
 from pipeline.sandbox.gemini_files import GeminiFiles
 from pipeline.sandbox.http import json_response
+from pipeline.sandbox.kie import KieApi
 from pipeline.sandbox.openai_images import OpenAIImagesApi
 from pipeline.sandbox.profile import SandboxProfile
 from pipeline.sandbox.replicate import ReplicateApi
+from pipeline.sandbox.replicate_files import ReplicateFiles
 from pipeline.sandbox.state import SandboxState
 
 PREFIX = "/p/{provider_name}"
@@ -57,6 +61,25 @@ class AdminApi:
         return Response(blob.data, media_type=blob.mime_type)
 
 
+_SHARED = {("/{version}/files", "GET"): "list", ("/{version}/files/{file_action}", "GET"): "get",
+           ("/{version}/files/{file_action}", "DELETE"): "delete"}
+
+
+def _shared_files(route: Route, replicate: ReplicateFiles) -> Route:
+    """A Gemini File API route whose path Replicate's files API shares: dispatched by `replicate.claims`."""
+    methods = route.methods or set()
+    name = next((n for (path, method), n in _SHARED.items() if route.path == path and method in methods), None)
+    if name is None:
+        return route
+    gemini: Callable[[Request], Awaitable[Response]] = route.endpoint
+    other: Callable[[Request], Awaitable[Response]] = getattr(replicate, name)
+
+    async def endpoint(request: Request) -> Response:
+        return await (other(request) if replicate.claims(request) else gemini(request))
+
+    return Route(route.path, endpoint, methods=[m for m in methods if m != "HEAD"])
+
+
 def build_app(profile: SandboxProfile | None = None, state: SandboxState | None = None) -> Starlette:
     """The sandbox app over `state` (a fresh one from `profile` when not given)."""
     state = state or SandboxState(profile or SandboxProfile())
@@ -66,7 +89,10 @@ def build_app(profile: SandboxProfile | None = None, state: SandboxState | None 
     batch = GeminiBatchApi(state, files)
     gemini.actions["batchGenerateContent"] = batch.create
     api_routes += gemini.routes() + batch.routes() + files.routes()
-    api_routes += OpenAIImagesApi(state).routes() + ReplicateApi(state).routes()
+    replicate_files = ReplicateFiles(state)
+    api_routes = [_shared_files(r, replicate_files) for r in api_routes]
+    api_routes += OpenAIImagesApi(state).routes() + ReplicateApi(state, replicate_files).routes()
+    api_routes += replicate_files.routes() + KieApi(state).routes()
     prefixed = [Route(PREFIX + r.path, r.endpoint, methods=r.methods) for r in api_routes]
     app = Starlette(routes=[*AdminApi(state).routes(), *api_routes, *prefixed])
     app.state.sandbox = state

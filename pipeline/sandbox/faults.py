@@ -17,6 +17,11 @@ Prompt triggers (deterministic, for tests; they stay in the prompt and so in the
 | `[sandbox:truncated]`    | base64 image data cut short    | b64_json cut short        | output file cut    |
 | `[sandbox:wrong-size]`   | image at half the size         | same                      | same               |
 | `[sandbox:hang]`         | sleeps hang_s, then answers    | same                      | processing hang_s  |
+| `[sandbox:shed]`         | 429 without quota details      | 503                       | 503 problem        |
+
+Kie.ai's task API (sandbox/kie.py) answers envelopes: 500 -> code 500, 503 -> 455 (maintenance), 429 -> 429,
+429-daily -> 433, no-credit -> 402, auth -> 401; block-prompt and block-image -> a failed task (failCode 422),
+refuse -> failCode 501; malformed, truncated, wrong-size and hang as Replicate.
 
 Modifiers: `[sandbox:503x2]` (any fault with `xN`) applies the fault to the first N identical requests to
 the same provider name and then answers normally, to test retries. `[sandbox:sleep=1.5]` adds 1.5 s latency.
@@ -53,6 +58,8 @@ class Fault(StrEnum):
     BLOCK_IMAGE = "block_image"
     REFUSE = "refuse"
     HANG = "hang"
+    #: capacity shed (Gemini Flex is best effort): a 429 naming no quota on Gemini, a 503 elsewhere
+    SHED = "shed"
 
     @property
     def is_error(self) -> bool:
@@ -73,6 +80,7 @@ _ERRORS = frozenset(
         Fault.DAILY_QUOTA,
         Fault.INSUFFICIENT_QUOTA,
         Fault.AUTH,
+        Fault.SHED,
     }
 )
 _BILLED = frozenset({Fault.MALFORMED, Fault.TRUNCATED, Fault.WRONG_SIZE, Fault.HANG})
@@ -91,6 +99,7 @@ TRIGGER_NAMES: dict[str, Fault] = {
     "block-image": Fault.BLOCK_IMAGE,
     "refuse": Fault.REFUSE,
     "hang": Fault.HANG,
+    "shed": Fault.SHED,
 }
 #: retry delay announced by a 429 that a trigger or a fault rate forced (not the limiter)
 SPURIOUS_RETRY_S = 1.5

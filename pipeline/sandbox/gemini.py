@@ -6,6 +6,7 @@ Auth: `x-goog-api-key`, `Authorization: Bearer` or `?key=`.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,8 +27,8 @@ from pipeline.sandbox.gemini_wire import (
     quota_body,
     response_body,
 )
-from pipeline.sandbox.generation import malformed_json
-from pipeline.sandbox.http import bearer_token, json_response, provider_name, read_json, token
+from pipeline.sandbox.generation import BATCH_RATES, STANDARD_RATES, blocked_cost, malformed_json
+from pipeline.sandbox.http import bearer_token, json_response, provider_name, read_json, root_url, token
 from pipeline.sandbox.state import Endpoint, SandboxState
 
 #: API versions served (the SDK's default is v1, REST docs use v1beta)
@@ -137,6 +138,10 @@ class GeminiApi(GeminiBase):
                 str(e) if isinstance(e, BadRequest) else "Invalid JSON payload received. Unexpected token."
             )
             return self.answer(ep, 400, error_body(400, "INVALID_ARGUMENT", message), generate=True)
+        flex = parsed.service_tier == "flex"
+        if flex and not ep.profile.flex:
+            message = f"Service tier 'flex' is not supported for model models/{model}."
+            return self.answer(ep, 400, error_body(400, "INVALID_ARGUMENT", message), generate=True)
         refused = self.quota_error(ep, model)
         if refused is not None:
             return refused
@@ -147,14 +152,37 @@ class GeminiApi(GeminiBase):
                 decision.fault, model, ep.limiter.rpm, ep.limiter.rpd, ep.limiter.seconds_to_day_reset()
             )
             return self.answer(ep, status, body, generate=True)
-        gen = await self.state.generate(ep, gen_request, decision)
+        gen = await self.state.generate(ep, gen_request, decision, batch=flex)  # flex: half rates, as batch
         self.state.charge(ep, [gen])
         body = response_body(gen, parsed, model, token(), thought_parts=ep.profile.thought_parts)
+        if gen.image is None and ep.profile.price_per_image is None:
+            # a blocked call or a refusal is billed for the tokens it reports, not for an image (Google's
+            # billing FAQ exempts only 400/500 failures): the same rule as the adapter's
+            rates = BATCH_RATES if flex else STANDARD_RATES
+            self.state.ledger.bill(ep.name, ep.protocol, 0, blocked_cost(body["usageMetadata"], rates))
+        if ep.profile.image_in != "inline":
+            self._image_in_text(body, ep.profile.image_in, root_url(request))
         self.state.ledger.request(ep.name, ep.protocol, 200, generate=True)
         text = json.dumps(body, separators=(",", ":"))
         if gen.fault is Fault.MALFORMED:
             text = malformed_json(text)
         return Response(text, media_type=JSON_UTF8)
+
+    def _image_in_text(self, body: dict[str, Any], mode: str, root: str) -> None:
+        """Move the final image into a text part, as Gemini-format resellers answer: a data URL, or a markdown
+        link to the image served under /_sandbox/files/."""
+        for cand in body.get("candidates", []):
+            parts = cand.get("content", {}).get("parts", [])
+            for i, part in enumerate(parts):
+                inline = part.get("inlineData")
+                if inline is None or part.get("thought"):
+                    continue
+                if mode == "text-data-url":
+                    parts[i] = {"text": f"data:{inline['mimeType']};base64,{inline['data']}"}
+                else:
+                    blob = self.state.files.put(base64.b64decode(inline["data"]), inline["mimeType"])
+                    ext = "png" if inline["mimeType"] == "image/png" else "jpg"
+                    parts[i] = {"text": f"![image]({root}/_sandbox/files/{blob.id}.{ext})"}
 
     def _model_info(self, model: str) -> dict[str, Any]:
         return {

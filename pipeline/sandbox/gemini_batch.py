@@ -25,7 +25,7 @@ from pipeline.sandbox.files import new_id
 from pipeline.sandbox.gemini import VERSIONS, GeminiBase, not_found
 from pipeline.sandbox.gemini_files import GeminiFiles
 from pipeline.sandbox.gemini_wire import BadRequest, error_body, fault_error, parse_generate, response_body
-from pipeline.sandbox.generation import Generated
+from pipeline.sandbox.generation import BATCH_RATES, Generated, blocked_cost
 from pipeline.sandbox.http import provider_name, rfc3339, token
 from pipeline.sandbox.state import Decision, Endpoint, SandboxState
 
@@ -40,6 +40,9 @@ MAX_PAGE_SIZE = 1000
 MAX_JOBS = 1000
 #: items rendered at once while a job runs
 RENDER_CONCURRENCY = 4
+#: google.rpc.Code numbers (googleapis/googleapis google/rpc/code.proto) of the statuses the sandbox answers
+RPC_CODES = {"INVALID_ARGUMENT": 3, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "INTERNAL": 13,
+             "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}
 TERMINAL = ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED")
 
 
@@ -277,18 +280,22 @@ class GeminiBatchApi(GeminiBase):
         try:
             parsed = parse_generate(item.request, ep.profile.output_mime)
         except BadRequest as e:
-            item.result = {"error": {"code": 400, "message": str(e)}}
+            item.result = {"error": {"code": RPC_CODES["INVALID_ARGUMENT"], "message": str(e)}}
             return None
         decision = self.state.decide(ep, parsed.gen.prompt, parsed.gen.fingerprint)
         if decision.fault is not None and decision.fault.is_error:
-            status, body = fault_error(decision.fault, job.model, ep.limiter.rpm, ep.limiter.rpd, 0.0)
-            item.result = {"error": {"code": status, "message": body["error"]["message"]}}
+            _, body = fault_error(decision.fault, job.model, ep.limiter.rpm, ep.limiter.rpd, 0.0)
+            # a batch item's error is a google.rpc.Status: its code is the rpc code, not the HTTP status
+            rpc = RPC_CODES.get(str(body["error"]["status"]), RPC_CODES["INTERNAL"])
+            item.result = {"error": {"code": rpc, "message": body["error"]["message"]}}
             return None
         if decision.fault in (Fault.HANG, Fault.MALFORMED):
             decision = Decision(None)  # no hang nor cut body inside a batch
         gen = await self.state.generate(ep, parsed.gen, decision, batch=True, latency=False)
         body = response_body(gen, parsed, job.model, token(), thought_parts=ep.profile.thought_parts)
         item.result = {"response": body}
+        if gen.image is None and ep.profile.price_per_image is None:  # billed for its tokens, as generateContent
+            self.state.ledger.bill(ep.name, ep.protocol, 0, blocked_cost(body["usageMetadata"], BATCH_RATES))
         return gen
 
     # -- get / list / cancel / delete ------------------------------------------------------------------------

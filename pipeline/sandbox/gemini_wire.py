@@ -32,6 +32,11 @@ IMAGE_CONFIG_KEYS = {
     "personGeneration",
     "person_generation",
 }
+#: ServiceTier values (python-genai types.ServiceTier: unspecified, flex, standard, priority)
+SERVICE_TIERS = ("unspecified", "standard", "flex", "priority")
+#: a bare 429 without quota details, as public clients report it (googleapis/python-genai#2065); the sandbox
+#: answers a shed Flex request with it (Google documents Flex as best effort, not the shape of a shed)
+EXHAUSTED_MESSAGE = "Resource has been exhausted (e.g. check quota)."
 RATE_LIMIT_MESSAGE = (
     "You exceeded your current quota, please check your plan and billing details. For more information on "
     "this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
@@ -63,6 +68,8 @@ class BadRequest(ValueError):
 class ParsedRequest:
     gen: GenRequest
     modalities: tuple[str, ...]
+    #: the request's top-level `serviceTier` ("flex" asks for the Flex tier; python-genai sends it there)
+    service_tier: str = "standard"
 
 
 def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
@@ -148,7 +155,10 @@ def parse_generate(body: Any, mime_type: str) -> ParsedRequest:
             f"* GenerateContentRequest.generation_config.image_config.image_size: unsupported image size "
             f"{size!r}. Supported values: 1K, 2K, 4K (uppercase K)."
         )
-    return ParsedRequest(GenRequest(prompt, ratio, size, mime_type, tuple(refs)), tuple(modalities))
+    tier = str(_get(body, "serviceTier", "service_tier") or "standard").lower()
+    if tier not in SERVICE_TIERS:
+        raise BadRequest(f"Invalid value at 'service_tier' ({tier!r}): expected one of {', '.join(SERVICE_TIERS)}")
+    return ParsedRequest(GenRequest(prompt, ratio, size, mime_type, tuple(refs)), tuple(modalities), tier)
 
 
 # -- response bodies -----------------------------------------------------------------------------------------
@@ -320,4 +330,6 @@ def fault_error(
         return 429, quota_body(model, per_day=True, limit=0, retry_after_s=None)
     if fault is Fault.AUTH:
         return 400, key_invalid_body()
+    if fault is Fault.SHED:
+        return 429, error_body(429, "RESOURCE_EXHAUSTED", EXHAUSTED_MESSAGE)
     raise ValueError(f"not an error fault: {fault}")

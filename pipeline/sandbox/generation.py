@@ -123,6 +123,14 @@ class Usage:
         }
 
 
+def blocked_cost(usage_metadata: dict[str, Any], rates: Rates) -> Decimal:
+    """What a call that made no image is billed: prompt tokens at the input rate, candidate text and thinking
+    tokens at the text rate (usageMetadata of a block or refusal has no IMAGE candidate tokens)."""
+    prompt = int(usage_metadata.get("promptTokenCount", 0))
+    text = int(usage_metadata.get("candidatesTokenCount", 0)) + int(usage_metadata.get("thoughtsTokenCount", 0))
+    return usd((prompt * rates.prompt + text * rates.text_out) / MILLION)
+
+
 def usage_for(request: GenRequest) -> Usage:
     """Token usage of a successful generation; the non-image parts vary deterministically per request."""
     h = int(request.fingerprint[12:20], 16)

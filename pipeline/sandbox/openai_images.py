@@ -29,6 +29,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline.providers.base import ASPECT_RATIOS, RESOLUTIONS
+from pipeline.sandbox.aimlapi import AimlImagesApi
+from pipeline.sandbox.aimlapi import error_body as aiml_error_body
 from pipeline.sandbox.faults import SPURIOUS_RETRY_S, Fault
 from pipeline.sandbox.generation import (
     MAX_REFERENCE_IMAGES,
@@ -135,7 +137,7 @@ def fault_error(fault: Fault, model: str, ep: Endpoint) -> OpenAIError:
             "The server had an error while processing your request. Sorry about that!",
             type_="server_error",
         )
-    if fault is Fault.HTTP_503:
+    if fault in (Fault.HTTP_503, Fault.SHED):
         return OpenAIError(
             503, "The engine is currently overloaded, please try again later", type_="server_error"
         )
@@ -251,6 +253,7 @@ def parse_call(fields: dict[str, Any], images: list[bytes | str], default_format
 class OpenAIImagesApi:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
+        self.aiml = AimlImagesApi(state)
 
     def routes(self) -> list[Route]:
         return [
@@ -275,6 +278,11 @@ class OpenAIImagesApi:
         ep = self.state.endpoint(provider_name(request), "openai")
         if ep is None:
             return json_response({"error": {"message": "Not found", "type": "invalid_request_error"}}, 404)
+        if ep.protocol == "aimlapi":  # AIML serves both cases on /v1/images/generations, nothing on /edits
+            if edit:
+                self.state.ledger.request(ep.name, ep.protocol, 404, generate=True)
+                return json_response(aiml_error_body(404, "Not Found", "/v1/images/edits"), 404)
+            return await self.aiml.handle(request, ep)
         try:
             key = bearer_token(request)
             if not ep.accepts_key(key):
@@ -354,11 +362,12 @@ class OpenAIImagesApi:
                 payload = gen.image[: len(gen.image) // 2] if gen.fault is Fault.TRUNCATED else gen.image
                 blob = self.state.files.put(payload, call.mime_type)
                 ext = EXTENSIONS.get(call.mime_type, "png")
-                data.append({"url": f"{root_url(request)}/_sandbox/files/{blob.id}.{ext}"})
+                url: str | None = f"{root_url(request)}/_sandbox/files/{blob.id}.{ext}"
+                data.append({"b64_json": None, "url": url, "revised_prompt": None})
             elif gen.fault is Fault.TRUNCATED:
-                data.append({"b64_json": truncated_b64(gen.image)})
+                data.append({"b64_json": truncated_b64(gen.image), "url": None, "revised_prompt": None})
             else:
-                data.append({"b64_json": base64.b64encode(gen.image).decode()})
+                data.append({"b64_json": base64.b64encode(gen.image).decode(), "url": None, "revised_prompt": None})
         first = made[0]
         width, height = first.request.size
         image_tokens = sum(g.usage.image_tokens for g in made if g.image is not None)

@@ -15,11 +15,14 @@ protocols:                   # requests without a /p/{name}/ prefix count under 
     api_keys: [k1]           # when set, other keys get the protocol's real auth error
 providers:                   # served under http://host:port/p/{name}/...
   kie:
-    protocol: openai         # optional; requests of another protocol under this name get 404
-    rpm: 120
+    protocol: kie            # optional; requests of another protocol under this name get 404
+    rpm: 120                 # with bucket_s 10: 20 new tasks per 10 seconds, as Kie.ai documents
+    bucket_s: 10
+    error_status: "200"      # Kie: errors inside HTTP 200 envelopes (default "code": the HTTP status)
     price_per_image: {"1K": "0.09", "2K": "0.09", "4K": "0.12"}
 ```
-Protocols: "gemini", "gemini-batch", "openai", "replicate". A provider name without an entry gets the
+Protocols: "gemini", "gemini-batch", "openai", "replicate", "kie", "aimlapi" (AIML's JSON dialect on the OpenAI
+images path; only under a provider name). A provider name without an entry gets the
 defaults of the protocol it is called with.
 """
 
@@ -34,8 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import InputError
 
-Protocol = Literal["gemini", "gemini-batch", "openai", "replicate"]
-PROTOCOLS: tuple[Protocol, ...] = ("gemini", "gemini-batch", "openai", "replicate")
+Protocol = Literal["gemini", "gemini-batch", "openai", "replicate", "kie", "aimlapi"]
+PROTOCOLS: tuple[Protocol, ...] = ("gemini", "gemini-batch", "openai", "replicate", "kie", "aimlapi")
 #: default capacity of the rate-limit bucket: one minute's worth of requests, like a per-minute quota
 DEFAULT_BUCKET_S = 60.0
 #: default duration of the "hang" fault; longer than any sane client timeout in tests is not needed
@@ -79,6 +82,8 @@ class FaultRates(_Strict):
     block_image: float = Field(default=0.0, ge=0, le=1)
     refuse: float = Field(default=0.0, ge=0, le=1)
     hang: float = Field(default=0.0, ge=0, le=1)
+    #: a request shed for capacity (Gemini Flex is best effort)
+    shed: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sum_at_most_one(self) -> FaultRates:
@@ -108,8 +113,15 @@ class EndpointProfile(_Strict):
     thought_parts: bool = True
     #: Gemini / OpenAI default output MIME type (OpenAI's output_format and Replicate's input win)
     output_mime: Literal["image/png", "image/jpeg"] = "image/png"
+    #: Gemini: where the image goes in the answer: Google's `inlineData` part, or (Gemini-format resellers) a text
+    #: part holding a data URL, or a text part holding a markdown link to the image served by the sandbox
+    image_in: Literal["inline", "text-data-url", "text-url"] = "inline"
+    #: Gemini: whether the model takes `serviceTier: flex`; False answers it with a 400 naming the tier
+    flex: bool = True
     #: OpenAI: answer with url instead of b64_json even when the request does not ask for it
     response_format: Literal["b64_json", "url"] = "b64_json"
+    #: Kie: error envelopes {code, msg} go out with the HTTP status equal to their code, or with HTTP 200
+    error_status: Literal["code", "200"] = "code"
 
     @field_validator("price_per_image", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 `POST /v1/models/{owner}/{name}/predictions` (or `POST /v1/predictions` with a version) answers 201 with a
 prediction; with `Prefer: wait` or `Prefer: wait=n` it waits up to n seconds (default 60) for it to finish.
+Files: `POST /v1/files` and friends (replicate_files.py); an input URL of an uploaded file counts as its bytes.
 `GET /v1/predictions/{id}` polls, `POST /v1/predictions/{id}/cancel` cancels; `Cancel-After: 90s` cancels
 automatically. Status goes starting -> processing -> succeeded | failed | canceled; `output` is one URL on
 the sandbox (/_sandbox/files/{id}.{ext}). `image_input` takes URLs (not fetched, hashed as given) or
@@ -19,6 +20,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +35,7 @@ from pipeline.sandbox.faults import SPURIOUS_RETRY_S, Fault
 from pipeline.sandbox.files import new_id
 from pipeline.sandbox.generation import MAX_REFERENCE_IMAGES, GenRequest, image_ratio, sha256_hex
 from pipeline.sandbox.http import base_url, bearer_token, json_response, provider_name, rfc3339, root_url
+from pipeline.sandbox.replicate_files import ReplicateFiles
 from pipeline.sandbox.state import Decision, Endpoint, SandboxState
 
 MODEL = "google/nano-banana-pro"
@@ -73,7 +76,7 @@ def throttled(retry_after_s: float) -> Problem:
 def fault_problem(fault: Fault, ep: Endpoint) -> Problem:
     if fault is Fault.HTTP_500:
         return Problem(500, "Internal Server Error", "An internal error occurred. Please try again.")
-    if fault is Fault.HTTP_503:
+    if fault in (Fault.HTTP_503, Fault.SHED):
         return Problem(
             503, "Service Unavailable", "The service is temporarily unavailable. Please try again."
         )
@@ -173,8 +176,11 @@ class Prediction:
         }
 
 
-def parse_input(data: Any) -> tuple[dict[str, Any], GenRequest]:
-    """Validate `input` against the nano-banana-pro schema; the GenRequest it asks for."""
+def parse_input(
+    data: Any, resolve: Callable[[str], bytes | None] = lambda url: None
+) -> tuple[dict[str, Any], GenRequest]:
+    """Validate `input` against the nano-banana-pro schema; the GenRequest it asks for. `resolve` gives the
+    bytes behind a URL the sandbox serves itself (an uploaded file), so it counts as that image."""
     if not isinstance(data, dict):
         raise Problem(422, "Input validation failed", "- input: Invalid type. Expected: object\n")
     prompt = data.get("prompt")
@@ -196,7 +202,10 @@ def parse_input(data: Any) -> tuple[dict[str, Any], GenRequest]:
             refs.append(sha256_hex(raw))
             first_ratio = first_ratio or image_ratio(raw)
         elif ref.startswith(("http://", "https://")):
-            refs.append(hashlib.sha256(ref.encode()).hexdigest())
+            own = resolve(ref)
+            refs.append(sha256_hex(own) if own is not None else hashlib.sha256(ref.encode()).hexdigest())
+            if own is not None:
+                first_ratio = first_ratio or image_ratio(own)
         else:
             raise invalid("image_input", "Does not match format 'uri'")
     ratio = str(data.get("aspect_ratio") or "match_input_image")
@@ -219,8 +228,9 @@ def parse_input(data: Any) -> tuple[dict[str, Any], GenRequest]:
 
 
 class ReplicateApi:
-    def __init__(self, state: SandboxState) -> None:
+    def __init__(self, state: SandboxState, files: ReplicateFiles | None = None) -> None:
         self.state = state
+        self.files = files or ReplicateFiles(state)
         self.predictions: dict[str, Prediction] = {}
 
     def routes(self) -> list[Route]:
@@ -271,7 +281,7 @@ class ReplicateApi:
                     raise Problem(422, "Input validation failed", "- version: version is required\n")
                 version = str(body["version"]).rsplit(":", 1)[-1]
                 model = MODEL
-            input_echo, gen = parse_input(body.get("input"))
+            input_echo, gen = parse_input(body.get("input"), self._uploaded)
             admission = ep.limiter.admit()
             if not admission.ok:
                 raise throttled(admission.retry_after_s)
@@ -304,6 +314,10 @@ class ReplicateApi:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pred.done.wait(), timeout)
         return self._answer(ep, 201, pred.to_json(), generate=True)
+
+    def _uploaded(self, url: str) -> bytes | None:
+        blob = self.files.blob(url)
+        return blob.data if blob is not None else None
 
     def _forget_old(self) -> None:
         excess = len(self.predictions) - MAX_PREDICTIONS + 1

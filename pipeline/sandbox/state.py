@@ -34,7 +34,9 @@ _FAMILY: dict[str, str] = {
     "gemini": "gemini",
     "gemini-batch": "gemini",
     "openai": "openai",
+    "aimlapi": "openai",
     "replicate": "replicate",
+    "kie": "kie",
 }
 
 

@@ -20,6 +20,11 @@ class Storage(Protocol):
 
     def url(self, key: str) -> str: ...
 
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        """A short-lived http(s) URL another host can GET the object from (no credentials needed), valid for
+        `expires_s` seconds; None when the backend has no such URL (file storage). Computing it does no I/O."""
+        ...
+
     def check(self) -> None:
         """Raise StorageError if the backend cannot be reached (explicit start step, not the constructor)."""
         ...

@@ -96,6 +96,10 @@ class FileStorage:
     def url(self, key: str) -> str:
         return self._path(key, resolve=False).as_uri()
 
+    def presigned_url(self, key: str, expires_s: int) -> None:
+        """Files have no URL another host can fetch: None (callers use another way, or refuse up front)."""
+        return None
+
     def check(self) -> None:
         """Create the root if needed and make sure it is a writable directory."""
         try:

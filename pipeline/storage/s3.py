@@ -58,6 +58,8 @@ _SCRUB = (
 _BOTO_ERRORS = (bx.BotoCoreError, bx.ClientError, OSError)
 #: longest provider message kept in a StorageError
 _MAX_MESSAGE_CHARS = 200
+#: longest lifetime of a presigned URL (SigV4's limit: 7 days)
+MAX_PRESIGN_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ def make_s3_client(
         read_timeout=opts.read_timeout_s,
         retries={"max_attempts": opts.max_attempts, "mode": "standard"},
         max_pool_connections=opts.max_pool_connections,
+        # SigV4 everywhere, presigned URLs included (botocore may otherwise presign with the legacy SigV2)
+        signature_version="s3v4",
     )
     if env is None:
         return boto3.session.Session().client("s3", config=config)
@@ -176,6 +180,20 @@ class S3Storage:
 
     def url(self, key: str) -> str:
         return self._url(self._full_key(key))
+
+    def presigned_url(self, key: str, expires_s: int) -> str:
+        """A SigV4 presigned GET URL (signed locally by botocore, no request made). S3 caps the lifetime at 7 days."""
+        if not 1 <= expires_s <= MAX_PRESIGN_S:
+            raise ValueError(f"expires_s must be in 1..{MAX_PRESIGN_S}")
+        full = self._full_key(key)
+        url: str = self._call(
+            "presign",
+            full,
+            lambda: self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": full}, ExpiresIn=expires_s
+            ),
+        )
+        return url
 
     def check(self, *, create_bucket: bool | None = None) -> None:
         """HeadBucket; with `create_bucket` (default: the constructor's flag) a missing bucket is created."""

@@ -122,6 +122,10 @@ class SpoolingStorage:
     def url(self, key: str) -> str:
         return self.inner.url(key)
 
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        """The backend's URL. Only for objects put to the backend itself: a spooled object is not there yet."""
+        return self.inner.presigned_url(key, expires_s)
+
     def check(self) -> None:
         self.inner.check()
 

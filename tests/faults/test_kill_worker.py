@@ -18,6 +18,8 @@ ITEMS = 300
 LEASE_S = 10
 #: the promise: a killed worker's items run again within this
 RERUN_WITHIN_S = 60
+#: how long to wait for the victim to have a call in flight before the kill
+VICTIM_BUSY_WITHIN_S = 15
 
 
 @pytest.mark.slow
@@ -37,8 +39,14 @@ def test_kill_worker(tmp_path: Path, fault_pg_url: str, private_redis: PrivateRe
             for round_ in range(2):
                 c.wait_progress(job_id, 40 + 90 * round_, timeout_s=90)
                 victim = c.workers[round_]  # one of the three running workers
-                rows = c.q("SELECT id, item_id FROM attempts WHERE outcome = 'started' AND lease_owner LIKE :o",
-                           o=f"%-{victim.pid}-%")
+                # kill it while it has a call in flight (on a loaded machine it may be between calls)
+                wait_until = time.monotonic() + VICTIM_BUSY_WITHIN_S
+                while True:
+                    rows = c.q("SELECT id, item_id FROM attempts WHERE outcome = 'started' AND lease_owner LIKE :o",
+                               o=f"%-{victim.pid}-%")
+                    if rows or time.monotonic() > wait_until:
+                        break
+                    time.sleep(0.05)
                 c.kill(victim)
                 killed_at.append(time.monotonic())
                 # the calls open at the kill (a finish between the query and the kill is settled, not abandoned)

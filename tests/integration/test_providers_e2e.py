@@ -30,8 +30,8 @@ def sandbox() -> Iterator[SandboxServer]:
         "providers": {
             # laozhang's key is refused: the provider is paused and items fail over
             "laozhang": {"protocol": "gemini", "api_keys": ["the-right-key"], "price_per_image": PRICES["laozhang"]},
-            # kie's real limit is lower than configured: its 429s send items on to replicate
-            "kie": {"protocol": "openai", "price_per_image": PRICES["kie"], "rpm": 3, "bucket_s": 60,
+            # kie (its Market task API) has a real limit lower than configured: its 429s send items on to replicate
+            "kie": {"protocol": "kie", "price_per_image": PRICES["kie"], "rpm": 3, "bucket_s": 60,
                     "latency": {"min_s": 0.05, "max_s": 0.1}},
             "replicate": {"protocol": "replicate", "price_per_image": PRICES["replicate"]},
         },

@@ -23,14 +23,14 @@ RESELLER_PRICES = {
 PROTOCOL = {
     "laozhang": "gemini",
     "laozhang-openai": "openai",
-    "kie": "openai",
-    "aimlapi": "openai",
+    "kie": "kie",
+    "aimlapi": "aimlapi",
     "replicate": "replicate",
 }
 PROFILE: dict[str, Any] = {
     "seed": 3,
     "batch_delay_s": 0.3,
-    "protocols": {p: {"hang_s": HANG_S} for p in ("gemini", "gemini-batch", "openai", "replicate")},
+    "protocols": {p: {"hang_s": HANG_S} for p in ("gemini", "gemini-batch", "openai", "replicate", "kie")},
     "providers": {
         name: {"protocol": PROTOCOL[name], "price_per_image": prices, "hang_s": HANG_S}
         for name, prices in RESELLER_PRICES.items()
@@ -40,10 +40,21 @@ PROFILE: dict[str, Any] = {
         "gemini-tight": {"protocol": "gemini", "rpm": 1, "bucket_s": 1.0},
         "openai-tight": {"protocol": "openai", "rpm": 1, "bucket_s": 1.0},
         "replicate-tight": {"protocol": "replicate", "rpm": 1, "bucket_s": 1.0},
+        "kie-tight": {"protocol": "kie", "rpm": 1, "bucket_s": 1.0},
+        # Kie's errors inside HTTP 200 envelopes, as public clients see them
+        "kie-200": {"protocol": "kie", "error_status": "200", "price_per_image": RESELLER_PRICES["kie"],
+                    "hang_s": HANG_S},
+        # Gemini-format resellers that put the image in a text part: a data URL, or a markdown link
+        "reseller-dataurl": {"protocol": "gemini", "image_in": "text-data-url",
+                             "price_per_image": RESELLER_PRICES["laozhang"]},
+        "reseller-link": {"protocol": "gemini", "image_in": "text-url", "price_per_image": RESELLER_PRICES["laozhang"]},
+        # a model that refuses the Flex tier (a 400 naming the service tier)
+        "gemini-noflex": {"protocol": "gemini", "flex": False},
         # only KEYED_KEY is accepted
         "gemini-keyed": {"protocol": "gemini", "api_keys": ["the-right-key"]},
         "openai-keyed": {"protocol": "openai", "api_keys": ["the-right-key"]},
         "replicate-keyed": {"protocol": "replicate", "api_keys": ["the-right-key"]},
+        "kie-keyed": {"protocol": "kie", "api_keys": ["the-right-key"]},
     },
 }
 

@@ -15,7 +15,7 @@ def test_capture_has_source_and_date(path):  # type: ignore[no-untyped-def]
     if c.kind == "request":
         assert c.method and c.route, "a request capture names its method and path"
     if c.kind == "response":
-        assert c.status is not None and c.expect.get("outcome") in ("image", "error", "pending"), c.expect
+        assert c.status is not None and c.expect.get("outcome") in ("image", "error", "pending", "uploaded"), c.expect
 
 
 def test_shape_problems_reports_missing_keys_and_types():

@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.errors import BadImage, InputError, ProviderLevelError, ProviderTimeout, ProviderUnavailable
 from pipeline.providers.factory import make_batch_client, make_provider
-from pipeline.providers.gemini import GeminiProvider, next_reset, parse_duration_s
+from pipeline.providers.gemini import GeminiProvider
 from pipeline.providers.gemini_batch import GeminiBatchClient
+from pipeline.providers.gemini_errors import next_reset, parse_duration_s
 from pipeline.providers.http import (
     CONNECT_TIMEOUT_S,
     POOL_SIZE,
@@ -25,6 +26,7 @@ from pipeline.providers.http import (
     translate_transport_error,
 )
 from pipeline.providers.images import decode_b64, image_mime, validate_image
+from pipeline.providers.kie import KieProvider
 from pipeline.providers.openai_images import OpenAIImagesProvider
 from pipeline.providers.pricing import (
     RATES,
@@ -194,7 +196,7 @@ def test_download_limits() -> None:
         ("google-batch", GeminiProvider),
         ("laozhang", GeminiProvider),
         ("sandbox", GeminiProvider),
-        ("kie", OpenAIImagesProvider),
+        ("kie", KieProvider),
         ("laozhang-openai", OpenAIImagesProvider),
         ("aimlapi", OpenAIImagesProvider),
         ("replicate", ReplicateProvider),
@@ -221,13 +223,15 @@ def test_factory_errors_and_batch_client() -> None:
         assert isinstance(make_batch_client(config("google-batch"), api_key=KEY, client=c), GeminiBatchClient)
 
 
-def test_only_replicate_is_resumable() -> None:
+def test_only_task_apis_are_resumable() -> None:
     from pipeline.providers.base import ResumableProvider
 
     with httpx.Client() as c:
-        kinds = {n: make_provider(config(n), api_key=None, client=c) for n in ("google", "kie", "replicate")}
+        kinds = {n: make_provider(config(n), api_key=None, client=c)
+                 for n in ("google", "laozhang-openai", "kie", "replicate")}
         assert {n: isinstance(p, ResumableProvider) for n, p in kinds.items()} == {
             "google": False,
-            "kie": False,
+            "laozhang-openai": False,
+            "kie": True,
             "replicate": True,
         }

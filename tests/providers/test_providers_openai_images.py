@@ -52,11 +52,11 @@ def oai_error(code: str | None, message: str, etype: str = "invalid_request_erro
     return {"error": {"message": message, "type": etype, "param": None, "code": code, **extra}}
 
 
-def provider(rec: Recorder, preset: str = "kie", **over: object) -> OpenAIImagesProvider:
+def provider(rec: Recorder, preset: str = "laozhang-openai", **over: object) -> OpenAIImagesProvider:
     return OpenAIImagesProvider(config(preset, **over), KEY, rec.client(), clock=lambda: NOW)
 
 
-def fail(rec: Recorder, request: ImageRequest = REQ, preset: str = "kie") -> ProviderError:
+def fail(rec: Recorder, request: ImageRequest = REQ, preset: str = "laozhang-openai") -> ProviderError:
     with pytest.raises(ProviderError) as info:
         provider(rec, preset).generate(request, CallHooks())
     assert_no_key(info.value)
@@ -67,7 +67,7 @@ def fail(rec: Recorder, request: ImageRequest = REQ, preset: str = "kie") -> Pro
 def test_generations_b64_wire_and_flat_price() -> None:
     rec = Recorder([respond(200, images_ok(sized("16:9")))])
     result = provider(rec).generate(REQ, CallHooks())
-    assert (result.cost_usd, result.cost_source) == (Decimal("0.09"), "price_table")
+    assert (result.cost_usd, result.cost_source) == (Decimal("0.05"), "price_table")
     assert result.mime_type == "image/png" and result.usage == USAGE
     sent = rec.requests[0]
     assert sent.url == "https://provider.test/v1/images/generations"
@@ -77,9 +77,6 @@ def test_generations_b64_wire_and_flat_price() -> None:
         "prompt": "a mug",
         "n": 1,
         "size": "1376x768",
-        "aspect_ratio": "16:9",
-        "resolution": "1K",
-        "image_size": "1K",
         "response_format": "b64_json",
         "output_format": "png",
     }
@@ -87,7 +84,7 @@ def test_generations_b64_wire_and_flat_price() -> None:
 
 def test_base_url_already_ending_in_v1() -> None:
     rec = Recorder([respond(200, images_ok(sized("16:9")))])
-    OpenAIImagesProvider(config("kie", base_url="https://x.test/v1/"), KEY, rec.client()).generate(REQ)
+    OpenAIImagesProvider(config("laozhang-openai", base_url="https://x.test/v1/"), KEY, rec.client()).generate(REQ)
     assert rec.requests[0].url == "https://x.test/v1/images/generations"
 
 
@@ -117,8 +114,8 @@ def test_edits_multipart_with_image_array() -> None:
     ref2 = Reference(data=image_bytes(9, 9, "JPEG"), mime_type="image/jpeg", sha256="b")
     rec = Recorder([respond(200, images_ok(sized("16:9")))])
     req = ImageRequest("a mug", "1K", "16:9", references=(ref1, ref2))
-    result = provider(rec, "aimlapi").generate(req, CallHooks())
-    assert result.cost_usd == Decimal("0.10")  # no input_image price: resellers bill flat
+    result = provider(rec).generate(req, CallHooks())
+    assert result.cost_usd == Decimal("0.05")  # no input_image price: resellers bill flat
     sent = rec.requests[0]
     assert sent.url == "https://provider.test/v1/images/edits"
     assert sent.headers["content-type"].startswith("multipart/form-data")
@@ -126,8 +123,14 @@ def test_edits_multipart_with_image_array() -> None:
     assert body.count(b'name="image[]"') == 2
     assert b'filename="reference-0.png"' in body and b'filename="reference-1.jpg"' in body
     assert ref1.data in body and ref2.data in body
-    assert b'name="model"\r\n\r\ngoogle/nano-banana-pro' in body
-    assert b'name="size"\r\n\r\n1376x768' in body and b'name="aspect_ratio"\r\n\r\n16:9' in body
+    assert b'name="model"\r\n\r\ngemini-3-pro-image-preview' in body
+    assert b'name="size"\r\n\r\n1376x768' in body and b'name="aspect_ratio"' not in body
+
+
+def test_generic_dialect_refuses_4k_before_sending() -> None:
+    rec = Recorder([respond(200, images_ok(sized("16:9", "4K")))])
+    err = fail(rec, ImageRequest("a mug", "4K", "16:9"))
+    assert isinstance(err, InvalidRequest) and "4K" in err.message and not rec.requests
 
 
 @pytest.mark.parametrize(
@@ -145,7 +148,7 @@ def test_size_policy_ratio_and_resolution(size: tuple[int, int], ok: bool) -> No
         assert provider(rec).generate(REQ).data
     else:
         err = fail(rec)
-        assert isinstance(err, BadImage) and err.maybe_billed and err.cost_usd == Decimal("0.09")
+        assert isinstance(err, BadImage) and err.maybe_billed and err.cost_usd == Decimal("0.05")
 
 
 @pytest.mark.parametrize(
@@ -245,7 +248,7 @@ def test_malformed_200() -> None:
 def test_truncated_b64_is_billed_bad_image() -> None:
     data = b64(sized("16:9"))
     err = fail(Recorder([respond(200, {"data": [{"b64_json": data[: len(data) // 2 - 3]}]})]))
-    assert type(err) is BadImage and err.maybe_billed and err.cost_usd == Decimal("0.09")
+    assert type(err) is BadImage and err.maybe_billed and err.cost_usd == Decimal("0.05")
 
 
 def test_failed_download_is_billed_unavailable() -> None:
@@ -256,7 +259,7 @@ def test_failed_download_is_billed_unavailable() -> None:
 
     err = fail(Recorder([answer]))
     assert type(err) is ProviderUnavailable and err.error_class == "download"
-    assert err.maybe_billed and err.cost_usd == Decimal("0.09")
+    assert err.maybe_billed and err.cost_usd == Decimal("0.05")
 
 
 def test_transport_errors() -> None:

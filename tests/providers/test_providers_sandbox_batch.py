@@ -71,9 +71,11 @@ def check(sandbox: Any, results: dict[str, ImageResult | ProviderError]) -> None
     for r in results.values():
         if isinstance(r, ProviderError):
             assert_no_key(r)
-    # what we account (images and bad images the provider billed) equals the sandbox's bill
+    # what we account (images, bad images and the tokens of blocked calls) equals the sandbox's bill
+    blocked = [results[k] for k in ("blocked", "prompt", "refused")]
+    assert all(r.cost_usd is not None and r.cost_usd > 0 for r in blocked)  # type: ignore[union-attr]
     ours = sum((r.cost_usd for r in ok), Decimal(0)) + sum(
-        (r.cost_usd or Decimal(0) for r in bad), Decimal(0)
+        (r.cost_usd or Decimal(0) for r in bad + blocked), Decimal(0)
     )
     assert billed_usd(sandbox) == (4, ours)
 

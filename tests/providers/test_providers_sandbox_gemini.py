@@ -68,11 +68,27 @@ def test_reseller_flat_price_equals_ledger(sandbox: Any, http: httpx.Client) -> 
 
 
 @pytest.mark.parametrize(
+    ("trigger", "text"),
+    [
+        ("block-prompt", "prompt blocked: "),
+        ("block-image", "image blocked: IMAGE_SAFETY: Unable to show the generated image."),
+        ("refuse", "no image: model answered with text: "),
+    ],
+)
+def test_blocked_calls_cost_their_prompt_and_thinking_tokens(
+    sandbox: Any, http: httpx.Client, trigger: str, text: str
+) -> None:
+    """Google bills the tokens an HTTP-200 answer reports, except the image it did not make (billing FAQ; see
+    pipeline.providers.gemini_answer): the adapter's cost equals what the sandbox billed, and no image."""
+    err = fail(gem(sandbox, http), f"mug [sandbox:{trigger}]")
+    assert type(err) is ContentBlocked and text in err.message and not err.maybe_billed
+    assert err.cost_usd is not None and Decimal(0) < err.cost_usd < Decimal("0.02")
+    assert billed(sandbox) == (0, err.cost_usd)
+
+
+@pytest.mark.parametrize(
     ("trigger", "cls", "text"),
     [
-        ("block-prompt", ContentBlocked, "prompt blocked: "),
-        ("block-image", ContentBlocked, "image blocked: IMAGE_SAFETY: Unable to show the generated image."),
-        ("refuse", ContentBlocked, "no image: model answered with text: "),
         ("auth", AuthError, "API key not valid"),
         ("500", ProviderUnavailable, "HTTP 500 INTERNAL"),
         ("503", ProviderUnavailable, "HTTP 503 UNAVAILABLE: The model is overloaded."),

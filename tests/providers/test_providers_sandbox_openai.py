@@ -31,12 +31,12 @@ def _served(sandbox_server: Any) -> None:
 
 
 def oai(
-    sandbox: Any, http: httpx.Client, name: str = "kie", preset: str = "kie", **over: Any
+    sandbox: Any, http: httpx.Client, name: str = "laozhang-openai", preset: str = "laozhang-openai", **over: Any
 ) -> OpenAIImagesProvider:
     return OpenAIImagesProvider(config(preset, base_url=f"{sandbox.url}/p/{name}", **over), KEY, http)
 
 
-def billed(sandbox: Any, account: str = "kie") -> tuple[int, Decimal]:
+def billed(sandbox: Any, account: str = "laozhang-openai") -> tuple[int, Decimal]:
     acc = sandbox.ledger()["by_provider"].get(account, {"billed_images": 0, "billed_usd": "0"})
     return acc["billed_images"], Decimal(acc["billed_usd"])
 
@@ -52,8 +52,8 @@ def fail(p: OpenAIImagesProvider, prompt: str) -> ProviderError:
 def test_generations_cost_equals_ledger(sandbox: Any, http: httpx.Client, response_format: str) -> None:
     result = oai(sandbox, http, response_format=response_format).generate(ImageRequest("a mug", "2K", "3:2"))
     assert validate_image(result.data, result.mime_type, "2K", "3:2") == SIZES["3:2"]["2K"]
-    assert (result.cost_usd, result.cost_source) == (Decimal("0.09"), "price_table")
-    assert billed(sandbox) == (1, Decimal("0.09"))
+    assert (result.cost_usd, result.cost_source) == (Decimal("0.05"), "price_table")
+    assert billed(sandbox) == (1, Decimal("0.05"))
 
 
 def test_edits_with_references(sandbox: Any, http: httpx.Client) -> None:

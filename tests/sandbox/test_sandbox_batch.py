@@ -15,6 +15,7 @@ from google.genai import types
 from PIL import Image
 
 from pipeline.providers.base import SIZES
+from pipeline.providers.pricing import blocked_call_cost
 from tests.sandbox.sandbox_helpers import MODEL, gemini_body, gemini_cost
 
 CREATE = f"/v1beta/models/{MODEL}:batchGenerateContent"
@@ -80,11 +81,16 @@ def test_inline_batch_lifecycle_and_operation_json(make_sandbox):
     part = ok["response"]["candidates"][0]["content"]["parts"][-1]
     with Image.open(io.BytesIO(base64.b64decode(part["inlineData"]["data"]))) as img:
         assert img.size == SIZES["16:9"]["1K"]
-    assert failed["error"]["code"] == 500 and "response" not in failed
+    # a batch item's error is a google.rpc.Status: code 13 (INTERNAL), not the HTTP 500
+    assert failed["error"]["code"] == 13 and "response" not in failed
     assert blocked["response"]["candidates"][0]["finishReason"] == "IMAGE_SAFETY"
     ledger = sb.ledger()["by_provider"]["gemini-batch"]
     assert ledger["billed_images"] == 1
-    assert Decimal(ledger["billed_usd"]) == gemini_cost(ok["response"]["usageMetadata"], batch=True)
+    # the filtered image is not billed; its prompt and thinking tokens are (at batch rates)
+    blocked_usage = blocked["response"]["usageMetadata"]
+    blocked_cost = blocked_call_cost(blocked_usage, batch=True)
+    assert blocked_cost is not None and blocked_cost > 0
+    assert Decimal(ledger["billed_usd"]) == gemini_cost(ok["response"]["usageMetadata"], batch=True) + blocked_cost
 
 
 def test_batch_images_match_sync_images_and_cost_half(make_sandbox):
@@ -150,8 +156,8 @@ def test_bad_item_is_a_per_item_error(make_sandbox):
     with httpx.Client(base_url=sb.url, timeout=30) as c:
         done = wait_done(c, c.post(CREATE, json=body).json()["name"])
     items = done["metadata"]["output"]["inlinedResponses"]["inlinedResponses"]
-    assert items[1] == {
-        "error": {"code": 400, "message": items[1]["error"]["message"]},
+    assert items[1] == {  # google.rpc.Status: 3 = INVALID_ARGUMENT
+        "error": {"code": 3, "message": items[1]["error"]["message"]},
         "metadata": {"key": "bad"},
     }
     assert done["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"

@@ -6,12 +6,14 @@ import base64
 import binascii
 import io
 import json
+from decimal import Decimal
 
 import httpx
 import pytest
 from PIL import Image
 
 from pipeline.providers.base import SIZES
+from pipeline.providers.pricing import blocked_call_cost
 from pipeline.sandbox.faults import Fault, parse_triggers
 from tests.sandbox.sandbox_helpers import GENERATE, final_image, gemini_body, image_size
 
@@ -129,11 +131,20 @@ def test_sleep_trigger_adds_latency(sandbox, http):
     assert time.monotonic() - start >= 0.4
 
 
-def test_blocked_answers_are_not_billed(sandbox, http):
-    for trig in ("block-prompt", "block-image", "refuse", "500", "503", "429"):
+def test_blocked_answers_bill_no_image_and_errors_bill_nothing(sandbox, http):
+    for trig in ("500", "503", "429"):
         post(sandbox, http, f"[sandbox:{trig}]")
     ledger = sandbox.ledger()
-    assert ledger["requests"] == 6 and ledger["billed_images"] == 0 and ledger["billed_usd"] == "0"
+    assert ledger["requests"] == 3 and ledger["billed_images"] == 0 and ledger["billed_usd"] == "0"
+    # blocks and refusals are 200 answers: their reported prompt and thinking tokens are billed, no image
+    expected = Decimal(0)
+    for trig in ("block-prompt", "block-image", "refuse"):
+        body = post(sandbox, http, f"[sandbox:{trig}]").json()
+        cost = blocked_call_cost(body["usageMetadata"], batch=False)
+        assert cost is not None and cost > 0
+        expected += cost
+    ledger = sandbox.ledger()
+    assert ledger["billed_images"] == 0 and Decimal(ledger["billed_usd"]) == expected
 
 
 def test_fault_rates_with_a_seed_repeat(make_sandbox):

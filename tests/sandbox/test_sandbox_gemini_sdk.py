@@ -100,3 +100,23 @@ def test_sdk_rejects_lowercase_size_server_side(sandbox):
     with pytest.raises(errors.ClientError) as info:
         client.models.generate_content(model=MODEL, contents="x", config=config("1:1", "1k"))
     assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
+
+
+def test_sdk_flex_service_tier(sandbox, make_sandbox):
+    """google-genai's `service_tier` (sent as the top-level `serviceTier`) is accepted and billed at half the
+    standard rates; a model without Flex refuses it with a 400 the SDK raises as a ClientError."""
+    client = client_for(sandbox.url)
+    flex_config = types.GenerateContentConfig(
+        response_modalities=["IMAGE"], image_config=types.ImageConfig(aspect_ratio="1:1", image_size="1K"),
+        service_tier="flex",
+    )
+    client.models.generate_content(model=MODEL, contents="flex mug", config=flex_config)
+    flex_usd = float(sandbox.ledger()["billed_usd"])
+    sandbox.reset()
+    client.models.generate_content(model=MODEL, contents="flex mug", config=config("1:1", "1K"))
+    assert flex_usd == pytest.approx(float(sandbox.ledger()["billed_usd"]) / 2, rel=0.01)
+    noflex = make_sandbox({"protocols": {"gemini": {"flex": False}}})
+    refusing = client_for(noflex.url)
+    with pytest.raises(errors.ClientError) as info:
+        refusing.models.generate_content(model=MODEL, contents="flex mug", config=flex_config)
+    assert info.value.code == 400 and "Service tier" in str(info.value)

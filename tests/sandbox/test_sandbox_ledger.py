@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import httpx
 
+from pipeline.providers.pricing import blocked_call_cost
 from pipeline.sandbox.ledger import Ledger
 from tests.sandbox.sandbox_helpers import GENERATE, gemini_body, gemini_cost
 
@@ -16,7 +17,8 @@ def test_billed_usd_is_the_gemini_formula_over_the_reported_usage(sandbox, http)
     for prompt, size in (("one", "1K"), ("two", "2K"), ("three", "4K")):
         body = http.post(sandbox.url + GENERATE, json=gemini_body(prompt, size=size)).json()
         expected += gemini_cost(body["usageMetadata"])
-    http.post(sandbox.url + GENERATE, json=gemini_body("[sandbox:block-image]"))
+    blocked = http.post(sandbox.url + GENERATE, json=gemini_body("[sandbox:block-image]")).json()
+    expected += blocked_call_cost(blocked["usageMetadata"], batch=False) or 0  # its tokens, not an image
     ledger = http.get(sandbox.url + "/_sandbox/ledger").json()
     assert ledger["requests"] == 4
     assert ledger["generate_requests"] == 4

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import time
 
 import httpx
@@ -178,3 +180,19 @@ def test_api_keys(make_sandbox):
         )
         assert ok.status_code == 201
         assert c.get(ok.json()["urls"]["get"]).status_code == 401  # polls need the key too
+
+
+def test_replicate_client_files_api(sandbox):
+    """The official client's files API against the sandbox: upload, get, list, use as an input URL, delete."""
+    client = replicate.Client(api_token="r8_x", base_url=sandbox.url)
+    data = png(8, 6)
+    f = client.files.create(io.BytesIO(data), filename="ref.png", content_type="image/png", metadata={"k": "v"})
+    assert f.size == len(data) and f.content_type == "image/png" and f.metadata == {"k": "v"}
+    assert f.checksums["sha256"] == hashlib.sha256(data).hexdigest()
+    assert client.files.get(f.id).id == f.id and [x.id for x in client.files.list()] == [f.id]
+    pred = client.models.predictions.create(
+        model="google/nano-banana-pro", input={"prompt": "from a file", "resolution": "1K",
+                                                "image_input": [f.urls["get"]]}, wait=True)
+    assert pred.status == "succeeded"  # the input URL resolved to the uploaded image: its ratio is matched
+    assert image_size(httpx.get(pred.output).content) == SIZES["4:3"]["1K"]
+    assert client.files.delete(f.id) is True
