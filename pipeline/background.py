@@ -12,6 +12,8 @@ from pipeline.core.batch import poll_batches, submit_batches
 from pipeline.core.dispatch import Publish, dispatch_once
 from pipeline.core.leases import LeaseRenewer
 from pipeline.core.sweep import sweep
+from pipeline.notify.deliver import deliver_due
+from pipeline.notify.events import run_end_hook
 from pipeline.runtime import Runtime
 
 log = logging.getLogger("pipeline.background")
@@ -20,6 +22,8 @@ log = logging.getLogger("pipeline.background")
 SWEEP_INTERVAL_S = 2.0
 #: how often spooled images are retried against the object store
 SPOOL_INTERVAL_S = 5.0
+#: how often claimed job notifications are sent
+NOTIFY_INTERVAL_S = 1.0
 #: how often due items of batch jobs are grouped into new batches (open batches poll on their own schedule)
 BATCH_INTERVAL_S = 1.0
 
@@ -35,17 +39,20 @@ class Background:
         self._last_sweep = 0.0
         self._last_spool = 0.0
         self._last_batch = 0.0
+        self._last_notify = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def tick(self) -> int:
         """One round: sweep (when due), flush the spool (when due), dispatch. Returns items published."""
         now_m = time.monotonic()
-        w = self.rt.settings.worker
         try:
             if now_m - self._last_sweep >= SWEEP_INTERVAL_S:
                 self._last_sweep = now_m
-                sweep(self.rt.sessions, self.rt.ctx.clock(), queued_timeout_s=w.queued_timeout_s)
+                self.sweep()
+            if now_m - self._last_notify >= NOTIFY_INTERVAL_S:
+                self._last_notify = now_m
+                self.notify()
             if now_m - self._last_spool >= SPOOL_INTERVAL_S:
                 self._last_spool = now_m
                 flush = getattr(self.rt.storage, "flush", None)
@@ -60,6 +67,23 @@ class Background:
         except Exception as e:
             log.warning("background tick failed: %s: %s", type(e).__name__, e)
             return 0
+
+    def sweep(self) -> None:
+        w = self.rt.settings.worker
+        sweep(self.rt.sessions, self.rt.ctx.clock(), queued_timeout_s=w.queued_timeout_s,
+              on_done=run_end_hook(self.rt.settings.notify))
+
+    def notify(self) -> None:
+        """Send the job notifications that are due (claimed by whichever process saw the event)."""
+        deliver_due(self.rt.sessions, self.rt.http, self.rt.settings, self.rt.ctx.clock())
+
+    def finish(self) -> None:
+        """At the end of `run`: mark the finished job done now and send its notification before exiting."""
+        try:
+            self.sweep()
+            self.notify()
+        except Exception as e:
+            log.warning("closing sweep failed: %s: %s", type(e).__name__, e)
 
     def start(self) -> None:
         """Run `tick` in a thread until `stop` (the lease renewer is started on its own)."""

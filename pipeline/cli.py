@@ -11,31 +11,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline import services
 from pipeline.clock import utcnow
 from pipeline.commands import callbacks as callbacks_command
 from pipeline.commands import probe as probe_command
 from pipeline.commands import providers as providers_command
+from pipeline.commands import review as review_command
 from pipeline.commands import schedule as schedule_command
 from pipeline.commands.common import (
     ConfigOpt,
+    JobProgress,
     JsonOpt,
     emit_json,
     err,
     fail,
     guarded,
     job_id_of,
+    job_providers,
     money,
     out,
+    process_with_progress,
+    render_summary,
     settings_from,
     with_runtime,
 )
-from pipeline.config import Settings
-from pipeline.errors import InputError, PipelineError
+from pipeline.errors import InputError
 from pipeline.reports import render
 from pipeline.reports.queries import JobSummary, Totals
 
@@ -45,10 +47,6 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch image generation pipeline.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(db_app, name="db")
-
-
-def render_summary(s: JobSummary, *, scope: str = "") -> None:
-    render.render_summary(out, s, scope=scope)
 
 
 @app.command()
@@ -96,7 +94,7 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
         res = guarded(lambda: services.submit(rt, loaded, started))
         if not as_json:
             out.print(f"job {res.job_id} {res.name}: {len(loaded.specs)} items ({res.summary()})")
-        final = _process_with_progress(rt, res.job_id, len(loaded.specs), as_json=as_json, concurrency=concurrency)
+        final = process_with_progress(rt, res.job_id, len(loaded.specs), as_json=as_json, concurrency=concurrency)
         this_run = services.summary(rt, res.job_id, since=started)
     if as_json:
         emit_json(this_run.as_json())
@@ -107,36 +105,6 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
             out.print(f"[green]nothing new generated:[/] all {t.cache_hits} images came from the cache, "
                       f"$0.00 spent, {money(t.saved_usd)} saved against the list price")
     raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
-
-
-class JobProgress:
-    """The progress bar of `run`, `rerun` and `status --watch` (on stderr; disabled with --json)."""
-
-    def __init__(self, label: str, total: int | None, *, disable: bool = False) -> None:
-        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, disable=disable)
-        self._task = self._bar.add_task(label, total=total, detail="")
-
-    def __enter__(self) -> JobProgress:
-        self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
-
-    def update(self, s: JobSummary) -> None:
-        c = s.counts
-        done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
-        self._bar.update(self._task, total=sum(c.values()), completed=done,
-                         detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']} "
-                                f"running {c['running']} ${s.totals.cost_usd:.2f}")
-
-
-def _process_with_progress(rt: Runtime, job_id: int, total: int, *, as_json: bool,
-                           concurrency: int | None = None) -> JobSummary:
-    """Process a job here to the end, with a progress bar."""
-    with JobProgress(f"job {job_id}", total, disable=as_json) as bar:
-        return services.process_here(rt, job_id, concurrency=concurrency, on_progress=bar.update)
 
 
 @app.command()
@@ -185,10 +153,20 @@ def rerun(job: str, config: ConfigOpt = None,
           failed: Annotated[bool, typer.Option("--failed", help="failed and blocked items (default)")] = False,
           items: Annotated[str | None, typer.Option("--items", help="comma-separated item ids")] = None,
           all_items: Annotated[bool, typer.Option("--all", help="every final item")] = False,
-          force: Annotated[bool, typer.Option("--force", help="bypass the cache (pays again)")] = False) -> None:
+          force: Annotated[bool, typer.Option("--force", help="bypass the cache (pays again)")] = False,
+          rejected: Annotated[bool, typer.Option("--rejected", help="items rejected in review: regenerated with "
+                                                 "their edited prompts, old images kept")] = False) -> None:
     """Put items of a job back to pending (failed and blocked by default). Workers process them; in the
     embedded mode (memory broker) they are processed here, with a progress bar, as `run` does."""
     from pipeline.core.control import rerun as do_rerun
+
+    if rejected:
+        if failed or items or all_items or force:
+            fail(InputError("--rejected goes alone (it bypasses the cache for those items)", where="--rejected"))
+        from pipeline.commands.review import rerun_rejected
+
+        rerun_rejected(job, config)
+        return
 
     if force and not all_items and not items:
         fail(InputError("--force needs --all or --items", where="--force"))
@@ -196,7 +174,7 @@ def rerun(job: str, config: ConfigOpt = None,
         fail(InputError("choose one of --failed, --items, --all", where="rerun"))
     keys = [k.strip() for k in items.split(",") if k.strip()] if items else []
     settings = settings_from(config)
-    providers = _job_providers(settings, job)
+    providers = job_providers(settings, job)
     rt, stack = guarded(lambda: services.open_for(settings, providers if settings.embedded else []))
     with stack:
         started = utcnow()
@@ -205,26 +183,9 @@ def rerun(job: str, config: ConfigOpt = None,
         out.print(f"job {job_id}: {n} items back to pending")
         if not settings.embedded or n == 0:
             return
-        final = _process_with_progress(rt, job_id, n, as_json=False)
+        final = process_with_progress(rt, job_id, n, as_json=False)
         render_summary(services.summary(rt, job_id, since=started), scope=" — this rerun")
     raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
-
-
-def _job_providers(settings: Settings, ref: str) -> list[str]:
-    """The providers a job uses (to start an in-process sandbox for it), read without migrating anything."""
-    from pipeline.core.control import find_job
-    from pipeline.db.session import make_engine, make_sessionmaker
-
-    engine = make_engine(settings.database_url)
-    try:
-        with make_sessionmaker(engine)() as s:
-            return list(find_job(s, ref).providers)
-    except PipelineError as e:
-        fail(e)
-    except SQLAlchemyError as e:  # no database (or no tables) yet
-        fail(InputError(f"cannot read the database: {type(e).__name__}", where="database_url"))
-    finally:
-        engine.dispose()
 
 
 @app.command()
@@ -380,6 +341,7 @@ providers_command.register(app)
 probe_command.register(app)
 schedule_command.register(app)
 callbacks_command.register(app)
+review_command.register(app)
 
 
 def main() -> None:

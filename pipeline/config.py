@@ -15,7 +15,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipeline.dialect import ImagesDialect
 from pipeline.errors import InputError
@@ -28,6 +28,10 @@ RESOLUTIONS = ("1K", "2K", "4K")
 CONFIG_FILE = "pipeline.yaml"
 #: largest config file we read
 MAX_CONFIG_BYTES = 1_000_000
+#: shortest serve token accepted (a guessable token on a public address is no protection)
+MIN_TOKEN_CHARS = 16
+#: the environment variable that sets serve.token (wins over the config file)
+SERVE_TOKEN_ENV = "PIPELINE_SERVE_TOKEN"
 
 
 class _Strict(BaseModel):
@@ -159,6 +163,60 @@ class FlexSettings(_Strict):
     min_deadline_h: float = Field(default=1.0, ge=0)
 
 
+#: job events a webhook can be told about
+NotifyEvent = Literal["finished", "failed", "budget"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("finished", "failed", "budget")
+
+
+class NotifySettings(_Strict):
+    """Job notifications (`notify:`): a Slack-compatible webhook told once per event of a job run."""
+
+    #: the webhook; a Slack incoming-webhook URL carries its secret, so prefer webhook_url_env
+    webhook_url: str | None = None
+    #: name of an environment variable holding the webhook URL (read when the notification is sent)
+    webhook_url_env: str | None = None
+    #: finished: a run ended with no failed item; failed: it ended with some; budget: a cap blocked an item
+    on: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 (yaml.safe_load) reads a bare `on:` key as the boolean True
+        if isinstance(data, dict) and True in data:
+            data = {**{k: v for k, v in data.items() if k is not True}, "on": data[True]}
+        return data
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("webhook_url is an http(s):// address")
+        return v
+
+
+class ServeSettings(_Strict):
+    """`pipeline serve`: the review web app."""
+
+    #: required when the app binds to anything but loopback (PIPELINE_SERVE_TOKEN wins over it)
+    token: SecretStr | None = None
+    #: the app's address as users reach it (https://review.example.com); notifications link to job pages
+    public_url: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"the serve token must have at least {MIN_TOKEN_CHARS} characters")
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("public_url is an http(s):// address")
+        return v.rstrip("/") if v else v
+
+
 class Settings(_Strict):
     database_url: str = "sqlite:///.pipeline/pipeline.db"
     broker_url: str = "memory://"
@@ -174,6 +232,10 @@ class Settings(_Strict):
     #: the public https URL where `pipeline callbacks` is reachable from the internet; when set, task APIs
     #: (Kie.ai) are asked to call back there instead of only being polled
     public_base_url: str | None = None
+    #: job notifications (a manifest's own `notify:` overrides these keys for its job)
+    notify: NotifySettings | None = None
+    #: the review web app (`pipeline serve`)
+    serve: ServeSettings = ServeSettings()
     #: "text" or "json" (one JSON object a line)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "WARNING"
@@ -267,12 +329,17 @@ def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] 
         var = f"PIPELINE_{key.upper()}"
         if var in env:
             value: Any = env[var]
-            if key in ("budget", "providers", "worker", "batch", "flex"):
+            if key in ("budget", "providers", "worker", "batch", "flex", "notify", "serve"):
                 try:
                     value = yaml.safe_load(value)
                 except yaml.YAMLError:
                     raise InputError("must be YAML or JSON", where=var) from None
             data[key] = value
+    if env.get(SERVE_TOKEN_ENV):
+        serve = data.get("serve") or {}
+        if not isinstance(serve, Mapping):
+            raise InputError("serve must be a mapping", where=source)
+        data["serve"] = {**serve, "token": env[SERVE_TOKEN_ENV]}
     data["providers"] = _merge_providers(data.get("providers") or {}, source)
     data["source"] = source
     try:
@@ -289,3 +356,11 @@ def api_key(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> s
         return None
     env = os.environ if env is None else env
     return env.get(provider.api_key_env) or None
+
+
+def webhook_url(notify: NotifySettings, env: Mapping[str, str] | None = None) -> str | None:
+    """The webhook a notify block names: its URL, or the value of the variable webhook_url_env names."""
+    if notify.webhook_url_env:
+        env = os.environ if env is None else env
+        return env.get(notify.webhook_url_env) or None
+    return notify.webhook_url

@@ -1,7 +1,7 @@
 """The processing loop, composed once: a Celery app over the runtime's context, the background duties
-(dispatcher, sweeper, lease renewal, spool, batches) and, where no other process consumes the broker, an
-in-process Celery worker. `pipeline worker`, `pipeline run` (services.process_here) and `pipeline beat`
-(services.run_beat) all start it here.
+(dispatcher, sweeper, lease renewal, spool, batches, notifications) and, where no other process consumes the
+broker, an in-process Celery worker. `pipeline worker`, `pipeline run` (services.process_here), `pipeline beat`
+(services.run_beat) and `pipeline serve` (web.server.processing) all start it here.
 
 Order matters, and is kept here: leases are renewed from the start to the very end (tasks still finishing
 while the worker stops keep their items); the dispatcher publishes only once the in-process worker consumes

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
 from pipeline.core.context import Context, ProviderRegistry
 from pipeline.core.policy import RetryPolicy
-from pipeline.core.ports import Gate
+from pipeline.core.ports import Gate, OnBlocked
 from pipeline.db.migrate import migrate
 from pipeline.db.session import make_engine, make_sessionmaker
 from pipeline.errors import InputError
@@ -87,6 +88,17 @@ def make_gate(settings: Settings) -> tuple[Gate, Callable[[], None]]:
     from pipeline.gate.local import LocalGate
 
     return LocalGate(), lambda: None
+
+
+def budget_notifier(settings: Settings) -> OnBlocked:
+    """The core's on_blocked hook: the run's budget notification (pipeline.notify), claimed in the blocking
+    transaction."""
+    from pipeline.notify.events import claim_budget
+
+    def on_blocked(s: Session, job_id: int, now: datetime) -> None:
+        claim_budget(s, job_id, settings.notify, now)
+
+    return on_blocked
 
 
 def lazy_s3_reader() -> Callable[[str, str], bytes]:
@@ -175,5 +187,6 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
     load_ref = reference_loader(lazy_s3_reader(), allow_private=settings.allow_private_references)
     ctx = Context(sessions=sessions, storage=storage, providers=registry, gate=gate, settings=settings,
                   owner=process_owner(), clock=utcnow, load_reference=load_ref,
-                  policy=RetryPolicy.from_settings(settings.worker), sleep=time.sleep, http=http)
+                  policy=RetryPolicy.from_settings(settings.worker), sleep=time.sleep, http=http,
+                  on_blocked=budget_notifier(settings))
     return Runtime(settings, engine, sessions, storage, gate, registry, ctx, http, closers)

@@ -174,6 +174,7 @@ def process_here(rt: Runtime, job_id: int, *, concurrency: int | None = None,
                 if on_progress is not None:
                     on_progress(snap)
                 if snap.finished:
+                    loop.background.finish()  # the job is marked done and notified now, not by the next process
                     return snap
             time.sleep(0.02)
 

@@ -1,6 +1,6 @@
-"""What every CLI command shares: the consoles, the common options, error exits, settings, JSON output and a
-runtime for the length of one command. pipeline/cli.py and pipeline/commands/*.py import it; it imports
-neither of them, nor anything heavy (Celery, boto3) at import time.
+"""What every CLI command shares: the consoles, the common options, error exits, settings, JSON output, a
+runtime for the length of one command, and the progress bar of a job processed here. pipeline/cli.py and
+pipeline/commands/*.py import it; it imports neither of them, nor anything heavy (Celery, boto3) at import time.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import InputError, PipelineError
+from pipeline.reports import render
 
 if TYPE_CHECKING:
+    from pipeline.reports.queries import JobSummary
     from pipeline.runtime import Runtime
 
 out = Console()
@@ -75,3 +79,56 @@ def job_id_of(rt: Runtime, ref: str) -> int:
 
     with rt.sessions() as s:
         return find_job(s, ref).id
+
+
+def job_providers(settings: Settings, ref: str) -> list[str]:
+    """The providers a job uses (to start an in-process sandbox for it), read without migrating anything."""
+    from pipeline.core.control import find_job
+    from pipeline.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            return list(find_job(s, ref).providers)
+    except PipelineError as e:
+        fail(e)
+    except SQLAlchemyError as e:  # no database (or no tables) yet
+        fail(InputError(f"cannot read the database: {type(e).__name__}", where="database_url"))
+    finally:
+        engine.dispose()
+
+
+def render_summary(s: JobSummary, *, scope: str = "") -> None:
+    render.render_summary(out, s, scope=scope)
+
+
+class JobProgress:
+    """The progress bar of `run`, `rerun` and `status --watch` (on stderr; disabled with --json)."""
+
+    def __init__(self, label: str, total: int | None, *, disable: bool = False) -> None:
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, disable=disable)
+        self._task = self._bar.add_task(label, total=total, detail="")
+
+    def __enter__(self) -> JobProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def update(self, s: JobSummary) -> None:
+        c = s.counts
+        done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
+        self._bar.update(self._task, total=sum(c.values()), completed=done,
+                         detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']} "
+                                f"running {c['running']} ${s.totals.cost_usd:.2f}")
+
+
+def process_with_progress(rt: Runtime, job_id: int, total: int, *, as_json: bool,
+                          concurrency: int | None = None) -> JobSummary:
+    """Process a job here to the end, with a progress bar."""
+    from pipeline import services
+
+    with JobProgress(f"job {job_id}", total, disable=as_json) as bar:
+        return services.process_here(rt, job_id, concurrency=concurrency, on_progress=bar.update)

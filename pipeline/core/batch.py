@@ -26,6 +26,7 @@ from pipeline.core.context import Context
 from pipeline.core.costs import estimate_cost
 from pipeline.core.ports import BatchClients
 from pipeline.core.settle import (
+    block_item,
     close_attempt,
     end_item,
     serve_from_cache,
@@ -109,8 +110,7 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
         if resv.verdict != budget.Verdict.RESERVED:
             with ctx.sessions.begin() as s:
                 if resv.verdict == budget.Verdict.BLOCKED:
-                    end_item(s, item, owner, ItemState.BLOCKED,
-                             f"budget: the {resv.scope} cap leaves no room for {est} USD", now)
+                    block_item(ctx, s, item, owner, f"budget: the {resv.scope} cap leaves no room for {est} USD", now)
                 else:
                     lifecycle.retry_at(s, item.id, owner, now + timedelta(seconds=5), now)
             continue

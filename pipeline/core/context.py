@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.clock import Clock
 from pipeline.config import ProviderConfig, Settings
 from pipeline.core.policy import RetryPolicy
-from pipeline.core.ports import Gate
+from pipeline.core.ports import Gate, OnBlocked
 from pipeline.providers.base import Provider, Reference
 from pipeline.storage.base import Storage
 
@@ -62,3 +62,5 @@ class Context:
     sleep: Callable[[float], None]
     #: the process's HTTP client (budget alert webhooks)
     http: httpx.Client
+    #: told, in the blocking transaction, when an item is blocked for budget (job notifications)
+    on_blocked: OnBlocked

@@ -1,4 +1,5 @@
-"""The seams the core calls through, as Protocols: the admission gate and the batch-tier client.
+"""The seams the core calls through, as Protocols: the admission gate, the batch-tier client, and the hook that
+tells job notifications an item was blocked.
 
 Implementations live beside their seam (pipeline.gate.redis.RedisGate and pipeline.gate.local.LocalGate;
 pipeline.providers.gemini_batch.GeminiBatchClient) and are wired in by the composition root (pipeline.runtime);
@@ -9,7 +10,10 @@ gate's own data types, in pipeline.gate.base.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.orm import Session
 
 from pipeline.errors import ProviderError
 from pipeline.gate.base import Admission, GateLimits, GateSnapshot
@@ -92,3 +96,8 @@ class BatchClient(Protocol[B]):
 
 #: the batch client of a provider, in a region (built once per process by the runtime)
 BatchClients = Callable[[str, str | None], BatchClient[Any]]
+
+
+#: called in the transaction that blocked an item of job `job_id` for budget (pipeline.notify claims the run's
+#: budget event there, once per run); the runtime wires it, the core never imports notify
+OnBlocked = Callable[[Session, int, datetime], None]

@@ -24,6 +24,7 @@ from pipeline.core.leases import claim, holding
 from pipeline.core.routing import Choice, choose_provider, next_provider_index
 from pipeline.core.settle import (
     after_call,
+    block_item,
     close_attempt,
     end_item,
     record_paid,
@@ -111,8 +112,8 @@ def _reserve_and_call(ctx: Context, item: Item, region: str | None, choice: Choi
             job = s.get(Job, item.job_id)
             if (job is not None and job.max_usd is not None) or caps.daily_usd is not None \
                     or caps.monthly_usd is not None:
-                end_item(s, item, ctx.owner, ItemState.BLOCKED,
-                         f"{name} has no price for {item.resolution}: an unpriced call cannot be budgeted", now)
+                block_item(ctx, s, item, ctx.owner,
+                           f"{name} has no price for {item.resolution}: an unpriced call cannot be budgeted", now)
                 return Outcome.BLOCKED
             estimate = ZERO
         resv = budget.reserve(s, item.job_id, estimate, caps, now)
@@ -122,8 +123,8 @@ def _reserve_and_call(ctx: Context, item: Item, region: str | None, choice: Choi
             lifecycle.hold(s, item.id, ctx.owner, estimate, resv.periods)
     if resv.verdict == budget.Verdict.BLOCKED:
         with ctx.sessions.begin() as s:
-            end_item(s, item, ctx.owner, ItemState.BLOCKED,
-                     f"budget: the {resv.scope} cap leaves no room for {estimate} USD", now)
+            block_item(ctx, s, item, ctx.owner, f"budget: the {resv.scope} cap leaves no room for {estimate} USD",
+                       now)
         return Outcome.BLOCKED
     if resv.verdict == budget.Verdict.WAIT:
         with ctx.sessions.begin() as s:

@@ -73,6 +73,15 @@ def end_item(s: Session, item: Item, owner: str, state: ItemState, reason: str, 
     return ok
 
 
+def block_item(ctx: Context, s: Session, item: Item, owner: str, reason: str, now: datetime) -> bool:
+    """A running item is blocked by the budget: it ends `blocked`, and the context's hook hears of it in the same
+    transaction (the run's budget notification, claimed once per run by pipeline.notify)."""
+    ok = end_item(s, item, owner, ItemState.BLOCKED, reason, now)
+    if ok:
+        ctx.on_blocked(s, item.job_id, now)
+    return ok
+
+
 def requeue(s: Session, item_id: int, owner: str, d: Decision, now: datetime) -> bool:
     """Apply a decision that sends the item back to pending (retry, fail over, park, pause)."""
     assert d.action != Action.FAIL

@@ -9,6 +9,7 @@ the spent amount to the real cost (settle.settle_budget).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,7 +55,12 @@ def give_back(s: Session, item_id: int, owner: str, now: datetime, *,
     return abandoned
 
 
-def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: float) -> SweepResult:
+#: called in the sweep's transaction with the jobs it just marked done (job notifications claim their events)
+OnJobsDone = Callable[[Session, list[int], datetime], None]
+
+
+def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: float,
+          on_done: OnJobsDone | None = None) -> SweepResult:
     with sessions.begin() as s:
         expired = list(s.execute(select(Item.id, Item.lease_owner)
                                  .where(Item.state == ItemState.RUNNING, Item.lease_expires_at < now)))
@@ -68,9 +74,13 @@ def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: f
             CacheEntry.state == CacheState.PENDING,
             ~exists().where(and_(Item.id == CacheEntry.owner_item_id, Item.state.in_(list(ACTIVE_STATES)))),
         ).execution_options(synchronize_session=False))
-        done = s.execute(update(Job)
-                         .where(Job.state == JobState.ACTIVE,
-                                ~exists().where(and_(Item.job_id == Job.id, Item.state.in_(list(ACTIVE_STATES)))))
-                         .values(state=JobState.DONE, updated_at=now)
-                         .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
-    return SweepResult(len(expired), int(requeued), abandoned, int(done))
+        done = [int(i) for i in s.scalars(
+            update(Job)
+            .where(Job.state == JobState.ACTIVE,
+                   ~exists().where(and_(Item.job_id == Job.id, Item.state.in_(list(ACTIVE_STATES)))))
+            .values(state=JobState.DONE, updated_at=now)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False))]
+        if done and on_done is not None:
+            on_done(s, done, now)  # each job's active -> done happened once, here: its run-end event with it
+    return SweepResult(len(expired), int(requeued), abandoned, len(done))

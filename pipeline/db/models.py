@@ -276,6 +276,75 @@ class ScheduleFire(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class ItemReview(Base):
+    """A person's verdict on an item's current image (`pipeline review`, the review app), and an edited prompt
+    waiting to be applied by the next regeneration. No row means unreviewed."""
+
+    __tablename__ = "item_reviews"
+    __table_args__ = (Index("ix_item_reviews_job_state", "job_id", "state"),)
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    #: unreviewed | approved | rejected
+    state: Mapped[str] = mapped_column(String(16), default="unreviewed")
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the prompt a person wrote in place of the manifest's; regenerating applies it (and so its cache key)
+    prompt_override: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ItemOutput(Base):
+    """An earlier image of an item, kept (copied under `_history/`) when the item was regenerated."""
+
+    __tablename__ = "item_outputs"
+    __table_args__ = (UniqueConstraint("item_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    #: 1 for the item's first image, then 2, 3, ...
+    seq: Mapped[int] = mapped_column(Integer)
+    #: the kept copy of the image, and of its thumbnail
+    object_key: Mapped[str] = mapped_column(Text)
+    thumb_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    cache_key: Mapped[str] = mapped_column(String(64))
+    #: the item's state when the image was made (succeeded | cached)
+    state: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    #: the review that sent it back (rejected) and its note
+    review_state: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    produced_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    archived_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Notification(Base):
+    """One job event (finished, failed, budget) of one run of a job, claimed exactly once: the unique
+    (job_id, event, run) row is inserted in the transaction that saw the event happen, then delivered by the
+    one process that moves it from `pending` to `sending` (compare-and-set)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("job_id", "event", "run"), Index("ix_notifications_state", "state"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    #: finished | failed | budget
+    event: Mapped[str] = mapped_column(String(16))
+    #: the job's run: 1 + the runs that ended before this event (a rerun is a new run)
+    run: Mapped[int] = mapped_column(Integer)
+    #: pending | sending | sent | failed | skipped (the job does not ask for this event, or no webhook)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class TaskCallback(Base):
     """A task API's completion callback (Kie.ai callBackUrl), keyed by the unguessable token in its URL.
 

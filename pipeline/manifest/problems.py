@@ -17,7 +17,8 @@ M = TypeVar("M", bound=BaseModel)
 _KNOWN_KEYS = (
     "job", "providers", "mode", "defaults", "budget", "output", "prompt", "items", "items_from", "schedule",
     "region", "deadline", "max_price", "failover", "data_policy", "tags", "description", "resolution",
-    "aspect_ratio", "format", "max_usd", "key", "cron", "timezone", "id", "references", "output_key",
+    "aspect_ratio", "format", "max_usd", "key", "cron", "timezone", "id", "references", "output_key", "notify",
+    "webhook_url", "webhook_url_env", "on",
 )
 
 

@@ -199,6 +199,22 @@ def parse_deadline(v: object) -> datetime | timedelta | None:
     return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
+def _webhook(v: object) -> object:
+    if v is not None and (not isinstance(v, str) or not v.startswith(("https://", "http://"))
+                          or _CONTROL.search(v) or len(v) > 2048):
+        raise ValueError("webhook_url is an http(s):// address")
+    return v
+
+
+class Notify(_Strict):
+    """A job's own notifications; keys left out come from the config's `notify:`."""
+
+    webhook_url: Annotated[str | None, BeforeValidator(_webhook)] = None
+    #: an environment variable (of the workers) holding the webhook URL
+    webhook_url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    on: tuple[Literal["finished", "failed", "budget"], ...] | None = None
+
+
 class ManifestSettings(_Strict):
     """Everything at a manifest's top level except the items."""
 
@@ -221,6 +237,8 @@ class ManifestSettings(_Strict):
     #: tags of items that give none
     tags: Tags = ()
     description: str | None = None
+    #: webhook notifications for this job (finished, failed, budget)
+    notify: Notify | None = None
 
     @field_validator("job")
     @classmethod

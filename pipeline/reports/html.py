@@ -72,7 +72,8 @@ def render_html(page: JobPage) -> str:
         f'<header><h1>Job report: {escape(s.name)}</h1><p>job <span data-testid="job-id">{s.job_id}</span> · '
         f'state <b data-testid="job-state">{escape(s.state)}</b> · generated '
         f'{page.generated_at.strftime("%Y-%m-%d %H:%M:%S")} UTC{escape(period)}</p></header><main>',
-        _cards(page), _counts(s.counts), _charts(page), _stability(page), _failures(page), _gallery(page),
+        _cards(page), _counts(s.counts), _review(s.review), _charts(page), _stability(page), _failures(page),
+        _gallery(page),
         '<p class="muted">Numbers are exact SQL totals over the whole job (the same as '
         f'<code>pipeline report {escape(s.name)} --json</code>); the gallery and the list of failed items '
         "show the first items only.</p></main>",
@@ -115,6 +116,14 @@ def _counts(counts: dict[str, int]) -> str:
                    for k in _STATES)
     return (f"<section><h2>Items by state ({sum(counts.values()):,} items)</h2>"
             f"<table><tr>{cells}</tr><tr>{vals}</tr></table></section>")
+
+
+def _review(review: dict[str, int]) -> str:
+    """Review counts (`pipeline review`, the review app): the same numbers as `report --json`'s "review"."""
+    cells = "".join(f'<th class="n">{k}</th>' for k in ("approved", "rejected", "unreviewed"))
+    vals = "".join(f'<td class="n" data-testid="review-{k}" data-value="{review.get(k, 0)}">{review.get(k, 0):,}</td>'
+                   for k in ("approved", "rejected", "unreviewed"))
+    return f"<section><h2>Review</h2><table><tr>{cells}</tr><tr>{vals}</tr></table></section>"
 
 
 def _charts(page: JobPage) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.db.models import Attempt, Item, Job, LedgerEntry
 from pipeline.money import ZERO, show
+from pipeline.review.state import review_counts
 from pipeline.states import ACTIVE_STATES, AttemptOutcome, ItemState, JobState
 
 ALL_STATES = [str(s) for s in ItemState]
@@ -46,6 +47,8 @@ class JobSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     #: calls whose outcome is unknown (timeouts, crashes, unreadable answers): they may have been billed
     maybe_billed_calls: int = 0
+    #: review counts over the job's items: {"approved", "rejected", "unreviewed"}
+    review: dict[str, int] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -68,6 +71,7 @@ class JobSummary:
             "by_resolution": {k: v.as_json() for k, v in self.by_resolution.items()},
             "failures": [{"item": k, "reason": r} for k, r in self.failures],
             "maybe_billed_calls": self.maybe_billed_calls,
+            "review": self.review or {"approved": 0, "rejected": 0, "unreviewed": sum(self.counts.values())},
         }
 
 
@@ -127,7 +131,7 @@ def job_summary(s: Session, job: Job, *, since: datetime | None = None, until: d
         unknown.append(Attempt.started_at < until)
     maybe = s.scalar(select(func.count()).select_from(Attempt).where(*unknown)) or 0
     return JobSummary(job.id, job.name, job_state(job, c), c, _sum(by_provider), by_provider, by_resolution, fails,
-                      int(maybe))
+                      int(maybe), review_counts(s, job.id))
 
 
 #: what `pipeline report --by` accepts

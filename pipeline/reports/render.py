@@ -45,6 +45,9 @@ def render_summary(out: Console, s: JobSummary, *, scope: str = "") -> None:
     c = s.counts
     states = ", ".join(f"{k} {v}" for k, v in c.items() if v)
     out.print(f"[bold]job {s.job_id}[/] {s.name}: [bold]{s.state}[/] ({states}){scope}")
+    if s.review.get("approved") or s.review.get("rejected"):
+        out.print(f"review: approved {s.review['approved']}, rejected {s.review['rejected']}, "
+                  f"unreviewed {s.review['unreviewed']}", highlight=False)
     out.print(totals_table("by provider", s.by_provider, s.totals))
     if len(s.by_resolution) > 0:
         out.print(totals_table("by resolution", s.by_resolution, s.totals))

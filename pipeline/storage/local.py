@@ -109,6 +109,11 @@ class FileStorage:
         except OSError as exc:
             raise _translate(exc, "check", "") from exc
 
+    def path_of(self, key: str) -> Path:
+        """The file that holds `key`, checked like every other access (sanitised key, inside the root, no
+        symlink out of it): what the review app serves. Raises UnsafeKey."""
+        return self._path(key)
+
     # -- keys to paths ---------------------------------------------------------------------------
 
     def _path(self, key: str, *, resolve: bool = True) -> Path:

@@ -181,20 +181,6 @@ class S3Storage:
     def url(self, key: str) -> str:
         return self._url(self._full_key(key))
 
-    def presigned_url(self, key: str, expires_s: int) -> str:
-        """A SigV4 presigned GET URL (signed locally by botocore, no request made). S3 caps the lifetime at 7 days."""
-        if not 1 <= expires_s <= MAX_PRESIGN_S:
-            raise ValueError(f"expires_s must be in 1..{MAX_PRESIGN_S}")
-        full = self._full_key(key)
-        url: str = self._call(
-            "presign",
-            full,
-            lambda: self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": full}, ExpiresIn=expires_s
-            ),
-        )
-        return url
-
     def check(self, *, create_bucket: bool | None = None) -> None:
         """HeadBucket; with `create_bucket` (default: the constructor's flag) a missing bucket is created."""
         create = self.create_bucket if create_bucket is None else create_bucket
@@ -207,6 +193,21 @@ class S3Storage:
         except _BOTO_ERRORS as exc:
             raise translate_error(exc, "check", self._where(""), self._endpoint()) from exc
         self._call("create bucket", "", self._create_bucket)
+
+    # -- beyond the protocol ---------------------------------------------------------------------
+
+    def presigned_url(self, key: str, expires_s: int = 300, content_type: str | None = None) -> str:
+        """A SigV4 presigned GET URL for one object (signed locally by botocore: no request is made), valid for
+        `expires_s` (S3 caps it at 7 days). Task APIs fetch references from it (Kie.ai); the review app sends
+        browsers here instead of proxying the bytes (`content_type` sets the answer's Content-Type)."""
+        if not 1 <= expires_s <= MAX_PRESIGN_S:
+            raise ValueError(f"expires_s must be in 1..{MAX_PRESIGN_S}")
+        full = self._full_key(key)
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": full}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        return self._call("presign", full, lambda: self.client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=int(expires_s)))
 
     # -- helpers ---------------------------------------------------------------------------------
 
