@@ -5,75 +5,49 @@ Exit codes: 0 ok, 1 some items failed or were blocked, 2 invalid input (nothing 
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline import services
 from pipeline.clock import utcnow
-from pipeline.config import Settings, load_settings
-from pipeline.errors import InputError, PipelineError
-from pipeline.redact import redact_known
+from pipeline.commands import callbacks as callbacks_command
+from pipeline.commands import probe as probe_command
+from pipeline.commands import providers as providers_command
+from pipeline.commands import review as review_command
+from pipeline.commands import schedule as schedule_command
+from pipeline.commands.common import (
+    ConfigOpt,
+    JobProgress,
+    JsonOpt,
+    emit_json,
+    err,
+    fail,
+    guarded,
+    job_id_of,
+    job_providers,
+    money,
+    out,
+    process_with_progress,
+    render_summary,
+    settings_from,
+    with_runtime,
+)
+from pipeline.errors import InputError
 from pipeline.reports import render
 from pipeline.reports.queries import JobSummary, Totals
-from pipeline.runtime import Runtime, open_runtime
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch image generation pipeline.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(db_app, name="db")
-out = Console()
-err = Console(stderr=True)
-
-T = TypeVar("T")
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.yaml to read (default: ./pipeline.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
-
-
-def fail(e: PipelineError) -> NoReturn:
-    """Print an error (its text escaped: it may quote stored data or input; keys cut out) and exit 2 for bad
-    input, 1 otherwise."""
-    err.print(f"[bold red]error:[/] {escape(redact_known(str(e)))}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(2 if isinstance(e, InputError) else 1)
-
-
-def guarded(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except PipelineError as e:
-        fail(e)
-
-
-def settings_from(config: Path | None) -> Settings:
-    from pipeline.logging_setup import configure_logging
-
-    s = guarded(lambda: load_settings(config))
-    guarded(lambda: configure_logging(s))
-    return s
-
-
-def money(v: Any) -> str:
-    return f"${v:,.2f}" if not isinstance(v, str) else v
-
-
-def render_summary(s: JobSummary, *, scope: str = "") -> None:
-    render.render_summary(out, s, scope=scope)
-
-
-def emit_json(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
 
 
 @app.command()
@@ -121,7 +95,7 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
         res = guarded(lambda: services.submit(rt, loaded, started))
         if not as_json:
             out.print(f"job {res.job_id} {escape(res.name)}: {len(loaded.specs)} items ({res.summary()})")
-        final = _process_with_progress(rt, res.job_id, len(loaded.specs), as_json=as_json, concurrency=concurrency)
+        final = process_with_progress(rt, res.job_id, len(loaded.specs), as_json=as_json, concurrency=concurrency)
         services.flush_spool(rt)
         this_run = services.summary(rt, res.job_id, since=started, with_spool=True)
     if as_json:
@@ -135,39 +109,11 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
     raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] or this_run.spooled_items else 0)
 
 
-class JobProgress:
-    """The progress bar of `run`, `rerun` and `status --watch` (on stderr; disabled with --json)."""
-
-    def __init__(self, label: str, total: int | None, *, disable: bool = False) -> None:
-        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, disable=disable)
-        self._task = self._bar.add_task(escape(label), total=total, detail="")
-
-    def __enter__(self) -> JobProgress:
-        self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
-
-    def update(self, s: JobSummary) -> None:
-        c = s.counts
-        done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
-        self._bar.update(self._task, total=sum(c.values()), completed=done,
-                         detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']} "
-                                f"running {c['running']} ${s.totals.cost_usd:.2f}")
-
-
-def _process_with_progress(rt: Runtime, job_id: int, total: int, *, as_json: bool,
-                           concurrency: int | None = None) -> JobSummary:
-    """Process a job here to the end, with a progress bar."""
-    with JobProgress(f"job {job_id}", total, disable=as_json) as bar:
-        return services.process_here(rt, job_id, concurrency=concurrency, on_progress=bar.update)
-
-
 @app.command()
 def submit(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Submit a manifest; workers (`pipeline worker`) process it. Prints the job id at once."""
+    from pipeline.runtime import open_runtime
+
     settings = settings_from(config)
     loaded = guarded(lambda: services.load(manifest, settings))
     rt = guarded(lambda: open_runtime(settings))
@@ -183,32 +129,13 @@ def submit(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False) -
         rt.close()
 
 
-def _with_runtime(config: Path | None, fn: Callable[[Runtime], T], *, migrate: bool = True,
-                  create_db: bool = False) -> T:
-    """Run `fn` with a runtime for a command on existing jobs: a SQLite database that does not exist is not
-    created (exit 2: nothing submitted yet) unless `create_db`."""
-    settings = settings_from(config)
-    rt = guarded(lambda: open_runtime(settings, migrate_db=migrate, check_storage=False, create_db=create_db))
-    try:
-        return guarded(lambda: fn(rt))
-    finally:
-        rt.close()
-
-
-def _job_id(rt: Runtime, ref: str) -> int:
-    from pipeline.core.control import find_job
-
-    with rt.sessions() as s:
-        return find_job(s, ref).id
-
-
 @app.command()
 def status(job: str, config: ConfigOpt = None, as_json: JsonOpt = False,
            watch: Annotated[bool, typer.Option("--watch", help="live progress until the job ends")] = False) -> None:
     """A job's state, counts and cost."""
 
     def show(rt: Runtime) -> JobSummary:
-        job_id = _job_id(rt, job)
+        job_id = job_id_of(rt, job)
         if watch and not as_json:
             with JobProgress(job, None) as bar:
                 while True:
@@ -219,7 +146,7 @@ def status(job: str, config: ConfigOpt = None, as_json: JsonOpt = False,
                     time.sleep(1)
         return services.summary(rt, job_id, with_spool=True)
 
-    s = _with_runtime(config, show)
+    s = with_runtime(config, show)
     emit_json(s.as_json()) if as_json else render_summary(s)
 
 
@@ -249,7 +176,7 @@ def rerun(job: str, config: ConfigOpt = None,
         fail(InputError("choose one of --failed, --items, --all", where="rerun"))
     keys = [k.strip() for k in items.split(",") if k.strip()] if items else []
     settings = settings_from(config)
-    providers = _job_providers(settings, job)
+    providers = job_providers(settings, job)
     rt, stack = guarded(lambda: services.open_for(settings, providers if settings.embedded else []))
     with stack:
         started = utcnow()
@@ -258,27 +185,9 @@ def rerun(job: str, config: ConfigOpt = None,
         out.print(f"job {job_id}: {n} items back to pending")
         if not settings.embedded or n == 0:
             return
-        final = _process_with_progress(rt, job_id, n, as_json=False)
+        final = process_with_progress(rt, job_id, n, as_json=False)
         render_summary(services.summary(rt, job_id, since=started), scope=" — this rerun")
     raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
-
-
-def _job_providers(settings: Settings, ref: str) -> list[str]:
-    """The providers a job uses (to start an in-process sandbox for it), read without migrating anything."""
-    from pipeline.core.control import find_job
-    from pipeline.db.session import check_sqlite_location, make_engine, make_sessionmaker
-
-    guarded(lambda: check_sqlite_location(settings.database_url, create=False))
-    engine = make_engine(settings.database_url)
-    try:
-        with make_sessionmaker(engine)() as s:
-            return list(find_job(s, ref).providers)
-    except PipelineError as e:
-        fail(e)
-    except SQLAlchemyError as e:  # no database (or no tables) yet
-        fail(InputError(f"cannot read the database: {type(e).__name__}", where="database_url"))
-    finally:
-        engine.dispose()
 
 
 @app.command()
@@ -291,7 +200,7 @@ def cancel(job: str, config: ConfigOpt = None) -> None:
         job_id, n = do_cancel(rt.sessions, job, utcnow())
         return job_id, n, cancel_job_batches(rt.ctx, rt.batch_client, job_id, utcnow())
 
-    job_id, n, batches = _with_runtime(config, go)
+    job_id, n, batches = with_runtime(config, go)
     out.print(f"job {job_id}: cancelled, {n} items not started" + (f", {batches} batches cancelled" if batches else ""))
 
 
@@ -300,7 +209,7 @@ def pause(job: str, config: ConfigOpt = None) -> None:
     """Pause a job: nothing new starts until `pipeline resume`."""
     from pipeline.core.control import set_paused
 
-    job_id = _with_runtime(config, lambda rt: set_paused(rt.sessions, job, utcnow(), paused=True))
+    job_id = with_runtime(config, lambda rt: set_paused(rt.sessions, job, utcnow(), paused=True))
     out.print(f"job {job_id}: paused")
 
 
@@ -309,7 +218,7 @@ def resume(job: str, config: ConfigOpt = None) -> None:
     """Resume a paused job."""
     from pipeline.core.control import set_paused
 
-    job_id = _with_runtime(config, lambda rt: set_paused(rt.sessions, job, utcnow(), paused=False))
+    job_id = with_runtime(config, lambda rt: set_paused(rt.sessions, job, utcnow(), paused=False))
     out.print(f"job {job_id}: active")
 
 
@@ -338,7 +247,7 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
     t1 = _parse_time(until, "--until")
 
     def build(rt: Runtime) -> tuple[JobSummary | None, dict[str, Totals], Totals]:
-        job_id = _job_id(rt, job) if job else None
+        job_id = job_id_of(rt, job) if job else None
         with rt.sessions() as s:
             rows = ledger_report(s, by, job_id=job_id, since=t0, until=t1)
             total = ledger_totals(s, job_id=job_id, since=t0, until=t1)
@@ -358,7 +267,7 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
             err.print(f"wrote {escape(str(html_file))} ({size / 1024:,.0f} KiB, {len(page.thumbs)} thumbnails)")
         return summ, rows, total
 
-    summ, rows, total = _with_runtime(config, build)
+    summ, rows, total = with_runtime(config, build)
     if csv_file is not None:
         guarded(lambda: write_refusing(lambda: render.write_csv(csv_file, by, rows), csv_file, "--csv"))
     if as_json:
@@ -383,26 +292,21 @@ def worker(config: ConfigOpt = None,
                                                             "on this port")] = None,
            ) -> None:
     """Run a worker: Celery consumer (threads pool) plus dispatcher, sweeper and lease renewal."""
-    from pipeline.background import Background
-    from pipeline.worker import make_celery, publisher
+    from pipeline.processing import processing_loop
 
     settings = settings_from(config)
     names = sorted(n for n, p in settings.providers.items() if not p.base_url)
     rt, stack = guarded(lambda: services.open_for(settings, names))
     conc = concurrency or settings.worker.concurrency
     with stack:
-        app_ = make_celery(rt.settings, lambda: rt.ctx)
-        bg = Background(rt, publisher(app_), max_queued=settings.worker.max_queued)
         if metrics_port is not None:
             from pipeline.metrics.collector import serve_metrics
 
-            stack.callback(guarded(lambda: serve_metrics(rt.sessions, metrics_port)).stop)
-        bg.start()
-        try:
-            app_.worker_main(["worker", "--pool=threads", f"--concurrency={conc}", "--loglevel=INFO",
-                              "--without-gossip", "--without-mingle", "-Q", "pipeline"])
-        finally:
-            bg.stop()
+            stack.callback(guarded(lambda: serve_metrics(rt.sessions, metrics_port,
+                                                        budget_timezone=settings.budget.timezone)).stop)
+        with processing_loop(rt, max_queued=settings.worker.max_queued) as loop:  # Celery consumes below
+            loop.app.worker_main(["worker", "--pool=threads", f"--concurrency={conc}", "--loglevel=INFO",
+                                  "--without-gossip", "--without-mingle", "-Q", "pipeline"])
 
 
 @app.command()
@@ -410,7 +314,6 @@ def beat(config: ConfigOpt = None) -> None:
     """Fire scheduled runs (`pipeline schedule`) and run the periodic duties without consuming tasks: dispatcher,
     sweeper and spool flushing. Any number of beats may run (each scheduled run fires once); workers also
     dispatch, a beat keeps due items flowing when workers are busy or scaled to zero."""
-    from pipeline.schedules.beat import run_beat
     from pipeline.schedules.fire import Fire
 
     def show(f: Fire) -> None:
@@ -419,7 +322,7 @@ def beat(config: ConfigOpt = None) -> None:
                   highlight=False, markup=False)
 
     settings = settings_from(config)
-    guarded(lambda: run_beat(settings, on_fire=show,
+    guarded(lambda: services.run_beat(settings, on_fire=show,
                              on_ready=lambda: err.print("beat: firing schedules, dispatching due items; Ctrl-C "
                                                         "to stop")))
 
@@ -442,20 +345,16 @@ def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1", min=1, m
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply the database migrations (Postgres or SQLite)."""
-    _with_runtime(config, lambda rt: None, migrate=True, create_db=True)
+    with_runtime(config, lambda rt: None, migrate=True, create_db=True)
     out.print("database at head")
 
 
-def _register_area_commands() -> None:
-    """Commands defined next to their area (pipeline/commands/*.py), one line each."""
-    importlib.import_module("pipeline.commands.providers").register(app)
-    importlib.import_module("pipeline.commands.probe").register(app)
-    importlib.import_module("pipeline.commands.schedule").register(app)
-    importlib.import_module("pipeline.commands.callbacks").register(app)
-    importlib.import_module("pipeline.commands.review").register(app)
-
-
-_register_area_commands()
+# commands defined next to their area (pipeline/commands/*.py), one line each
+providers_command.register(app)
+probe_command.register(app)
+schedule_command.register(app)
+callbacks_command.register(app)
+review_command.register(app)
 
 
 def main() -> None:

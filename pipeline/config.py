@@ -13,15 +13,16 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from pipeline.dialect import ImagesDialect
 from pipeline.errors import InputError
 from pipeline.files import read_capped
 from pipeline.money import storable_problem
-from pipeline.providers.dialect import ImagesDialect
-from pipeline.providers.presets import PRESETS
+from pipeline.presets import PRESETS
 
 ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox", "kie"]
 RESOLUTIONS = ("1K", "2K", "4K")
@@ -159,6 +160,17 @@ class BudgetCaps(_Strict):
     monthly_usd: Decimal | None = Field(default=None, ge=0)
     #: optional webhook for 50/80/100% alerts
     alert_webhook_url: str | None = None
+    #: IANA time zone the budget's days and months are counted in (a call is charged to the day it started)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as UTC or Europe/Berlin)") from None
+        return v
 
     @field_validator("daily_usd", "monthly_usd")
     @classmethod

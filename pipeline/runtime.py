@@ -10,10 +10,12 @@ import contextlib
 import hashlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.callbacks import SqlCallbackInbox
 from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
-from pipeline.core.context import Context, GateLike, ProviderRegistry
-from pipeline.db.migrate import upgrade
+from pipeline.core.context import Context, ProviderRegistry
+from pipeline.core.policy import RetryPolicy
+from pipeline.core.ports import Gate, OnBlocked
+from pipeline.db.migrate import migrate
 from pipeline.db.session import check_sqlite_location, make_engine, make_sessionmaker
 from pipeline.errors import InputError, StorageError
 from pipeline.logging_setup import secrets_of
@@ -37,13 +41,10 @@ from pipeline.redact import install as install_secrets
 from pipeline.references import ReferenceFetcher
 from pipeline.storage.base import Storage
 from pipeline.storage.factory import open_storage
-from pipeline.storage.s3 import S3Reader
 from pipeline.storage.spool import SpoolingStorage, adopt_orphans, pid_alive, process_spool_dir
 
 #: where paid images wait while the object store is unreachable (one directory per process below it)
 SPOOL_ROOT = Path(".pipeline/spool")
-#: Postgres advisory lock key serialising concurrent `db upgrade`s
-MIGRATE_LOCK = 7_412_001
 
 
 def process_owner() -> str:
@@ -56,7 +57,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     storage: Storage
-    gate: GateLike
+    gate: Gate
     providers: ProviderRegistry
     ctx: Context
     http: httpx.Client
@@ -77,21 +78,7 @@ class Runtime:
                 fn()
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to head. On Postgres an advisory lock makes concurrent starts take turns."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_LOCK})
-            try:
-                upgrade(engine)
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_LOCK})
-                conn.commit()
-    else:
-        upgrade(engine)
-
-
-def make_gate(settings: Settings) -> tuple[GateLike, Callable[[], None]]:
+def make_gate(settings: Settings) -> tuple[Gate, Callable[[], None]]:
     if settings.redis_url and not settings.embedded:
         import redis
 
@@ -114,6 +101,34 @@ def check_storage_location(storage: Storage, url: str) -> None:
         if e.retryable:
             raise
         raise InputError(str(e), where=f"storage_url {url}") from None
+
+
+def budget_notifier(settings: Settings) -> OnBlocked:
+    """The core's on_blocked hook: the run's budget notification (pipeline.notify), claimed in the blocking
+    transaction."""
+    from pipeline.notify.events import claim_budget
+
+    def on_blocked(s: Session, job_id: int, now: datetime) -> None:
+        claim_budget(s, job_id, settings.notify, now)
+
+    return on_blocked
+
+
+def lazy_s3_reader() -> Callable[[str, str], bytes]:
+    """Reads s3:// references (pipeline.storage.s3.S3Reader), importing boto3 only at the first read: most
+    commands, and most manifests, never need it."""
+    reader: list[Callable[[str, str], bytes]] = []
+    lock = threading.Lock()
+
+    def get(bucket: str, key: str) -> bytes:
+        with lock:
+            if not reader:
+                from pipeline.storage.s3 import S3Reader
+
+                reader.append(S3Reader())
+        return reader[0](bucket, key)
+
+    return get
 
 
 def reference_loader(storage_get: Callable[[str, str], bytes] | None, *,
@@ -185,7 +200,9 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
 
     registry = ProviderRegistry(settings, factory)
     closers.append(registry.close)
-    load_ref = reference_loader(S3Reader(), allow_private=settings.allow_private_references)
+    load_ref = reference_loader(lazy_s3_reader(), allow_private=settings.allow_private_references)
     ctx = Context(sessions=sessions, storage=storage, providers=registry, gate=gate, settings=settings,
-                  owner=process_owner(), clock=utcnow, load_reference=load_ref, sleep=time.sleep)
+                  owner=process_owner(), clock=utcnow, load_reference=load_ref,
+                  policy=RetryPolicy.from_settings(settings.worker), sleep=time.sleep, http=http,
+                  on_blocked=budget_notifier(settings))
     return Runtime(settings, engine, sessions, storage, gate, registry, ctx, http, closers)

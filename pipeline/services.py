@@ -1,12 +1,16 @@
-"""Use cases the CLI (and tests) call: load and expand a manifest, submit it, estimate it, run it here.
+"""Use cases the CLI (and tests) call: load and expand a manifest, submit it, estimate it, run it here, run
+the beat.
 
-Thin glue over manifest/, core/, runtime; the CLI only parses arguments and renders results.
+Thin glue over manifest/, core/, runtime; the CLI only parses arguments and renders results. Importing this
+module loads neither Celery nor boto3 (`pipeline validate` needs neither): the processing loop and the S3
+client are imported where they are used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,7 +21,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pipeline.background import Background
 from pipeline.clock import utcnow
 from pipeline.config import Settings
 from pipeline.core import submit as submit_mod
@@ -31,11 +34,12 @@ from pipeline.providers.kie_refs import check_manifest as check_references
 from pipeline.providers.pricing import table_cost
 from pipeline.references import resolve_reference
 from pipeline.reports.queries import JobSummary, job_summary
-from pipeline.runtime import SPOOL_ROOT, Runtime, open_runtime
-from pipeline.schedules.cron import manual_run_vars
+from pipeline.runtime import SPOOL_ROOT, Runtime, lazy_s3_reader, open_runtime
+from pipeline.schedules.beat import ScheduleTicker
+from pipeline.schedules.cron import Run, manual_run_vars
+from pipeline.schedules.fire import Fire, LoadedRun, LoadRun
 from pipeline.states import ItemState
 from pipeline.storage.spooled import scan_spools
-from pipeline.worker import embedded_worker, make_celery, publisher
 
 log = logging.getLogger("pipeline.services")
 
@@ -54,9 +58,7 @@ def load(path: Path, settings: Settings, *, extra_vars: Mapping[str, object] | N
     `run_at` and `schedule` (a schedule passes its own in `extra_vars`; by hand: today, "manual"); `job_suffix`
     makes the job `<job>-<suffix>` (a scheduled run)."""
     if s3_get is None:
-        from pipeline.storage.s3 import S3Reader
-
-        s3_get = S3Reader()
+        s3_get = lazy_s3_reader()
     manifest = load_manifest(path, extra_vars=extra_vars)
     tz = manifest.schedule.timezone if manifest.schedule else None
     run: dict[str, Any] = {"extra_vars": {**manual_run_vars(utcnow(), tz), **manifest.extra_vars}}
@@ -233,27 +235,24 @@ def process_here(rt: Runtime, job_id: int, *, concurrency: int | None = None,
                  on_progress: Callable[[JobSummary], None] | None = None, poll_s: float = 0.25) -> JobSummary:
     """Process a job to the end in this process: an in-process Celery worker on the configured broker, the
     dispatcher and sweeper driven from this thread. Returns the final summary."""
+    from pipeline.processing import processing_loop
+
     conc = concurrency or rt.settings.worker.concurrency
-    app = make_celery(rt.settings, lambda: rt.ctx)
-    bg = Background(rt, publisher(app), max_queued=min(rt.settings.worker.max_queued, conc * 2), job_id=job_id)
-    bg.renewer.start()
-    try:
-        with embedded_worker(app, conc):
-            last = 0.0
-            while True:
-                bg.tick()
-                now_m = time.monotonic()
-                if now_m - last >= poll_s:
-                    last = now_m
-                    snap = summary(rt, job_id)
-                    if on_progress is not None:
-                        on_progress(snap)
-                    if snap.finished:
-                        bg.finish()  # the job is marked done and notified now, not by the next process
-                        return snap
-                time.sleep(0.02)
-    finally:
-        bg.renewer.stop()
+    with processing_loop(rt, max_queued=min(rt.settings.worker.max_queued, conc * 2), job_id=job_id,
+                         consume_here=conc, dispatch_thread=False) as loop:
+        last = 0.0
+        while True:
+            loop.background.tick()
+            now_m = time.monotonic()
+            if now_m - last >= poll_s:
+                last = now_m
+                snap = summary(rt, job_id)
+                if on_progress is not None:
+                    on_progress(snap)
+                if snap.finished:
+                    loop.background.finish()  # the job is marked done and notified now, not by the next process
+                    return snap
+            time.sleep(0.02)
 
 
 def open_for(settings: Settings, job_providers: list[str]) -> tuple[Runtime, contextlib.ExitStack]:
@@ -267,3 +266,37 @@ def open_for(settings: Settings, job_providers: list[str]) -> tuple[Runtime, con
         stack.close()
         raise
     return rt, stack
+
+
+def schedule_loader(settings: Settings) -> LoadRun:
+    """How a real beat loads a scheduled run: `load` with the run's template variables and job suffix."""
+
+    def load_run(path: Path, run: Run) -> LoadedRun:
+        return load(path, settings, extra_vars=run.template_vars(), job_suffix=run.job_suffix)
+
+    return load_run
+
+
+#: how often the beat looks for due schedules
+SCHEDULE_INTERVAL_S = 1.0
+
+
+def run_beat(settings: Settings, *, on_fire: Callable[[Fire], None] | None = None,
+             stop: threading.Event | None = None, on_ready: Callable[[], None] | None = None) -> None:
+    """The `pipeline beat` process, until `stop` is set (or KeyboardInterrupt): the processing loop's background
+    duties in a thread and, in the main thread, a look for due schedules every SCHEDULE_INTERVAL_S. In the
+    embedded mode (memory:// broker) no other process can take the beat's messages, so it also consumes them."""
+    from pipeline.processing import processing_loop
+
+    stop = stop or threading.Event()
+    names = sorted(n for n, p in settings.providers.items() if p.kind == "sandbox")
+    rt, stack = open_for(settings, names if settings.embedded else [])
+    with stack, processing_loop(rt, max_queued=settings.worker.max_queued,
+                                consume_here=settings.worker.concurrency if settings.embedded else None):
+        ticker = ScheduleTicker(rt.sessions, schedule_loader(rt.settings), rt.ctx.clock, on_fire)
+        if on_ready is not None:
+            on_ready()
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.is_set():
+                ticker.tick()
+                stop.wait(SCHEDULE_INTERVAL_S)

@@ -22,8 +22,8 @@ from pipeline.errors import InputError
 from pipeline.manifest.schema import DEFAULT_OUTPUT_KEY, Item, Manifest
 from pipeline.manifest.templates import TemplateRenderer
 from pipeline.manifest.values import text_problem
+from pipeline.presets import MODEL
 from pipeline.providers.base import Reference
-from pipeline.providers.presets import MODEL
 from pipeline.storage.keys import MAX_KEY_BYTES, UnsafeKey, sanitize_key
 
 #: top-level directories of the storage root that hold the pipeline's own objects (no output key may be in them)
