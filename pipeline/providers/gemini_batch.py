@@ -7,18 +7,16 @@ answer: ProviderTimeout) must be resolved with `find_by_display_name` before any
 every batch a unique display name.
 
 Wire notes: requests go inline while the whole create body stays under INLINE_MAX_BYTES, otherwise as a
-JSONL file through the resumable File API (`inputConfig.fileName`). Results are read from
-`metadata.output` or `response` (both appear), inline or from `responsesFile` (downloaded with
-`GET /v1beta/files/{id}:download?alt=media`). States arrive as BATCH_STATE_* (or JOB_STATE_* via SDK-shaped
-proxies) and counts as strings. Prices: usage at the batch rates, else the preset's (half-price) table.
+JSONL file through the resumable File API (`inputConfig.fileName`). Results are read inline or from
+`responsesFile` (downloaded with `GET /v1beta/files/{id}:download?alt=media`). What a batch looks like on the
+wire (states, counts, where its output sits) is pipeline.providers.gemini_batch_state. Prices: usage at the
+batch rates, else the preset's (half-price) table.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -31,9 +29,19 @@ from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import ImageRequest, ImageResult
 from pipeline.providers.gemini import auth_headers, model_path, request_body
 from pipeline.providers.gemini_answer import parse_generate_response
+from pipeline.providers.gemini_batch_state import (
+    BatchHandle,
+    BatchState,
+    BatchStatus,
+    batch_output,
+    inlined_responses,
+    normalize_state,
+)
 from pipeline.providers.gemini_errors import classify_error, item_error
 from pipeline.providers.http import MAX_MESSAGE_CHARS, scrub
 from pipeline.providers.pricing import require_price
+
+__all__ = ["BatchHandle", "BatchState", "BatchStatus", "GeminiBatchClient", "normalize_state"]
 
 #: largest create body sent inline; the API's limit is 20 MB "total request size", this keeps a margin
 INLINE_MAX_BYTES = 19_000_000
@@ -45,110 +53,6 @@ MAX_LIST_PAGES = 50
 CONTROL_TIMEOUT_S = 60.0
 #: largest batch answer read (inline results of a whole batch, or its JSONL results file)
 MAX_BATCH_ANSWER_BYTES = 2 * 1024 * 1024 * 1024
-
-
-class BatchState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    UNSPECIFIED = "unspecified"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (BatchState.SUCCEEDED, BatchState.FAILED, BatchState.CANCELLED, BatchState.EXPIRED)
-
-
-_STATE_ALIASES = {
-    "PENDING": BatchState.PENDING, "QUEUED": BatchState.PENDING,
-    "RUNNING": BatchState.RUNNING, "CANCELLING": BatchState.RUNNING, "PAUSED": BatchState.RUNNING,
-    "UPDATING": BatchState.RUNNING,
-    "SUCCEEDED": BatchState.SUCCEEDED, "PARTIALLY_SUCCEEDED": BatchState.SUCCEEDED,
-    "FAILED": BatchState.FAILED, "CANCELLED": BatchState.CANCELLED, "EXPIRED": BatchState.EXPIRED,
-}  # fmt: skip
-
-
-def normalize_state(value: Any) -> BatchState:
-    """BATCH_STATE_* (the wire) or JOB_STATE_* (the SDK's names) as one enum."""
-    name = str(value or "").upper().removeprefix("BATCH_STATE_").removeprefix("JOB_STATE_")
-    return _STATE_ALIASES.get(name, BatchState.UNSPECIFIED)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return int(value) if isinstance(value, str) and value.isdigit() else 0
-
-
-@dataclass(frozen=True)
-class BatchStatus:
-    name: str
-    display_name: str
-    state: BatchState
-    done: bool
-    request_count: int = 0
-    pending_count: int = 0
-    succeeded_count: int = 0
-    failed_count: int = 0
-    create_time: str = ""
-    #: the operation's error message, for a batch that failed as a whole
-    error: str | None = None
-    #: the operation as answered (holds the inline results once done)
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_operation(cls, op: Mapping[str, Any]) -> BatchStatus:
-        meta = op.get("metadata")
-        if not isinstance(meta, Mapping):  # a bare GenerateContentBatch (as in some list answers)
-            meta = op
-        state = normalize_state(meta.get("state") or op.get("state"))
-        stats = meta.get("batchStats")
-        stats = stats if isinstance(stats, Mapping) else {}
-        err = op.get("error")
-        return cls(
-            name=str(op.get("name") or meta.get("name") or ""),
-            display_name=str(meta.get("displayName") or meta.get("display_name") or ""),
-            state=state,
-            done=op.get("done") is True or state.terminal,
-            request_count=_int(stats.get("requestCount")),
-            pending_count=_int(stats.get("pendingRequestCount")),
-            succeeded_count=_int(stats.get("successfulRequestCount")),
-            failed_count=_int(stats.get("failedRequestCount")),
-            create_time=str(meta.get("createTime") or ""),
-            error=str(err.get("message") or err)[:MAX_MESSAGE_CHARS] if isinstance(err, Mapping) else None,
-            raw=op,
-        )
-
-
-@dataclass(frozen=True)
-class BatchHandle:
-    name: str
-    display_name: str
-    keys: tuple[str, ...]
-    mode: Literal["inline", "file"]
-    #: the uploaded JSONL input ("files/..."), file mode only
-    input_file: str | None = None
-
-
-def _output(op: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The batch output from `metadata.output` (SDK) or `response` (older clients)."""
-    for holder in (op.get("metadata"), op):
-        if isinstance(holder, Mapping):
-            out = holder.get("output") if holder is not op else holder.get("response")
-            if isinstance(out, Mapping):
-                return out
-    return {}
-
-
-def _inlined(out: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
-    items: Any = out.get("inlinedResponses")
-    if isinstance(items, Mapping):
-        items = items.get("inlinedResponses")
-    if not isinstance(items, list):
-        return None
-    return [i for i in items if isinstance(i, Mapping)]
 
 
 class GeminiBatchClient(HttpAdapter):
@@ -354,8 +258,8 @@ class GeminiBatchClient(HttpAdapter):
             return scrub(e, self._key)
 
     def _output_items(self, status: BatchStatus) -> list[Mapping[str, Any]]:
-        out = _output(status.raw)
-        inline = _inlined(out)
+        out = batch_output(status.raw)
+        inline = inlined_responses(out)
         if inline is not None:
             return inline
         file_name = out.get("responsesFile")
