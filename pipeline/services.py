@@ -29,8 +29,7 @@ from pipeline.db.models import Item, Job
 from pipeline.errors import InputError, StorageError
 from pipeline.manifest import ItemSpec, Manifest, expand_items, load_manifest
 from pipeline.money import ZERO, usd
-from pipeline.providers.checks import first_refusal
-from pipeline.providers.kie_refs import check_manifest as check_references
+from pipeline.providers.checks import ItemAsk, manifest_refusal
 from pipeline.providers.pricing import table_cost
 from pipeline.references import resolve_reference
 from pipeline.reports.queries import JobSummary, job_summary
@@ -75,11 +74,8 @@ def load(path: Path, settings: Settings, *, extra_vars: Mapping[str, object] | N
         return resolve_reference(source, base, s3_get=s3_get, allow_private=settings.allow_private_references)
 
     specs = expand_items(manifest, fetch_reference=fetch)
-    check_references(settings, manifest.providers, (len(spec.references) for spec in specs),
-                     where=f"{path}: providers")
-    refused = first_refusal(
-        (settings.provider(n) for n in manifest.providers),
-        ((s.key, s.resolution, s.aspect_ratio, [r.size_bytes for r in s.references]) for s in specs))
+    refused = manifest_refusal(settings, manifest.providers, (
+        ItemAsk(s.key, s.resolution, s.aspect_ratio, tuple(r.size_bytes for r in s.references)) for s in specs))
     if refused:
         raise InputError(refused, where=f"{path}: providers")
     job = submit_mod.JobSpec(

@@ -4,11 +4,12 @@ What goes out is the preset's dialect (pipeline.dialect.ImagesDialect, data in t
 own fields by default (`size: "WxH"` only for sizes OpenAI documents, `n`, `response_format`,
 `output_format`; references as multipart `image[]` parts to /v1/images/edits), or a reseller's documented
 names (AIML: `aspect_ratio`, `resolution`, `num_images`, references as `image_urls` data URLs in JSON to
-/v1/images/generations with the edit model). A request the dialect cannot express (4K through a `size`
-field, an oversized inline reference) is refused before anything is sent (and at validate time:
-pipeline.providers.checks). Answers in `b64_json` or `url` (downloaded at once: URLs expire). Resellers bill
-a flat price per image, so cost comes from the config's table, unless the answer states what it charged
-(AIML's `meta.usage.usd_spent`).
+/v1/images/generations with the edit model; references above the dialect's `max_inline_reference_bytes` as
+presigned storage URLs instead, pipeline.providers.reference_urls). A request the dialect cannot express (4K
+through a `size` field, a reference too large to inline without presigned URLs) is refused before anything is
+sent (and at validate time: pipeline.providers.checks). Answers in `b64_json` or `url` (downloaded at once:
+URLs expire). Resellers bill a flat price per image, so cost comes from the config's table, unless the answer
+states what it charged (AIML's `meta.usage.usd_spent`).
 
 Errors, classified here once:
 
@@ -51,10 +52,11 @@ from pipeline.errors import (
     RateLimited,
 )
 from pipeline.providers.adapter import HttpAdapter, OutputGuard
-from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, expected_size
+from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, Reference, expected_size
 from pipeline.providers.http import MAX_MESSAGE_CHARS, decode_data_url, retry_after_s, short_text
 from pipeline.providers.images import decode_b64, image_mime, validate_image
 from pipeline.providers.pricing import PRICE_TABLE, USAGE, require_price, table_cost
+from pipeline.providers.reference_urls import ReferenceHost
 
 #: error codes that mean the safety system refused: terminal, never retried
 MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
@@ -66,11 +68,12 @@ def data_url(data: bytes, mime_type: str) -> str:
 
 
 def dialect_refusal(
-    config: ProviderConfig, resolution: str, aspect_ratio: str, reference_sizes: list[int]
+    config: ProviderConfig, resolution: str, aspect_ratio: str, reference_sizes: list[int], *, can_pass_urls: bool
 ) -> str | None:
     """Why the preset's dialect cannot send this request (checked at validate time and again before a call),
-    or None. A `size` dialect cannot ask for sizes no provider documents (4K); a JSON dialect sends
-    references inline only up to its documented or chosen size."""
+    or None. A `size` dialect cannot ask for sizes no provider documents (4K); a JSON dialect sends references
+    inline up to its `max_inline_reference_bytes` and larger ones by URL, which needs storage that can presign
+    them (`can_pass_urls`)."""
     d = config.images
     where = f"provider {config.name}"
     if resolution not in d.resolutions:
@@ -82,9 +85,10 @@ def dialect_refusal(
     if len(reference_sizes) > d.max_references:
         return f"{where} takes at most {d.max_references} references"
     limit = d.max_inline_reference_bytes
-    if limit is not None and any(n > limit for n in reference_sizes):
-        return (f"{where} gets references inline as data URLs, at most {limit} bytes each: shrink the "
-                "reference, or use another provider (URLs to fetch need presigned storage URLs)")
+    if limit is not None and not can_pass_urls and any(n > limit for n in reference_sizes):
+        return (f"{where} gets references inline as data URLs up to {limit} bytes each and larger ones by URL, "
+                "which file storage cannot give: set storage_url to s3://... (larger references are then passed "
+                "as presigned URLs), shrink the reference, or use another provider")
     return None
 
 
@@ -142,8 +146,11 @@ class OpenAIImagesProvider(HttpAdapter):
         region: str | None = None,
         clock: Clock = utcnow,
         output_guard: OutputGuard | None = None,
+        references: ReferenceHost | None = None,
     ) -> None:
         super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
+        #: where references above the dialect's inline size go by URL (presigned storage URLs); None: nowhere
+        self._references = references
         base = self.base_url
         self.base_url = base if base.endswith("/v1") else f"{base}/v1"
 
@@ -175,7 +182,8 @@ class OpenAIImagesProvider(HttpAdapter):
     def _generate(self, request: ImageRequest) -> ImageResult:
         require_price(self.config, request.resolution, usage_ok=False)
         refusal = dialect_refusal(self.config, request.resolution, request.aspect_ratio,
-                                  [len(r.data) for r in request.references])
+                                  [len(r.data) for r in request.references],
+                                  can_pass_urls=self._references is not None)
         if refusal:  # nothing is sent: the dialect cannot ask for this
             raise InvalidRequest(refusal, provider=self.name)
         d = self.config.images
@@ -192,10 +200,18 @@ class OpenAIImagesProvider(HttpAdapter):
             resp = self.request("POST", url, data=data, files=files, headers=headers, deadline=deadline)
         else:
             if request.references:
-                fields[d.reference_field] = [data_url(ref.data, ref.mime_type) for ref in request.references]
+                fields[d.reference_field] = [self._reference_value(ref) for ref in request.references]
             path = d.edits_path if request.references and d.edits_path else d.generations_path
             resp = self.request("POST", f"{self.base_url}{path}", json=fields, headers=headers, deadline=deadline)
         return self.handle_response(resp, request, deadline)
+
+    def _reference_value(self, ref: Reference) -> str:
+        """A reference in a JSON dialect: a data URL up to the dialect's inline size, else a presigned URL (its
+        upload happens here, before anything is sent to the provider: never billed)."""
+        limit = self.config.images.max_inline_reference_bytes
+        if limit is None or len(ref.data) <= limit or self._references is None:
+            return data_url(ref.data, ref.mime_type)
+        return self._references.url_for(ref)
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
