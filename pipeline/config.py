@@ -119,7 +119,7 @@ class ProviderConfig(_Strict):
     #: kie only: base URL of Kie's file upload API, used for references when storage has no presigned URLs
     #: (file storage); None = references need S3 storage (validate says so)
     upload_base_url: str | None = None
-    #: kie only: lifetime of the presigned URL a reference is passed by (S3 storage)
+    #: kie and aimlapi: lifetime of the presigned URL a reference is passed by (S3 storage)
     reference_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     #: openai-images only: the preset's documented dialect (field names, edit model, reference field)
     images: ImagesDialect = ImagesDialect()

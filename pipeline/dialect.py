@@ -6,7 +6,8 @@ types/image_generate_params.py, image_edit_params.py, resources/images.py). A re
 renames or drops fields; its preset says how under `images:`. AIML API, for example (docs.aimlapi.com,
 aimlapi/api-docs: image-models/Google/gemini-3-pro-image-preview*.json): JSON to /v1/images/generations for
 both cases, `aspect_ratio`, `resolution`, `num_images`, edits with model `google/nano-banana-pro-edit` and
-references as `image_urls` (URLs or base64 data URLs).
+references as `image_urls` (URLs or base64 data URLs: data URLs up to `max_inline_reference_bytes`, presigned
+storage URLs above).
 
 Part of a provider's config (ProviderConfig.images), so it lives beside pipeline.config, not in providers/:
 config must not depend on the adapters, which depend on config.
@@ -38,8 +39,8 @@ class ImagesDialect(BaseModel):
     reference_field: str = "image[]"
     #: most references one call takes (AIML's schema: 14 for nano-banana-pro-edit)
     max_references: int = Field(default=16, gt=0)
-    #: largest reference sent inline as a data URL (JSON dialects); larger ones need a URL the provider
-    #: can fetch, refused at validate time until the storage can presign one
+    #: largest reference sent inline as a data URL (JSON dialects); larger ones go as presigned GET URLs of the
+    #: storage (S3), and are refused at validate time when it cannot presign (file storage). None: all inline
     max_inline_reference_bytes: int | None = None
     #: field names; None leaves the field out
     size_field: str | None = "size"

@@ -15,9 +15,10 @@ MODEL = "gemini-3-pro-image-preview"
 #: date the prices below were taken from the guide and the Gemini pricing page
 PRICES_DATE = "2025-12-01"
 
-#: largest reference AIML gets inline as a base64 data URL; its docs give no size limit for base64 inputs,
-#: so this keeps one JSON request with 14 references near 100 MB at most. Larger references need a URL AIML
-#: can fetch (a presigned storage URL), refused at validate time until the storage seam can presign
+#: largest reference AIML gets inline as a base64 data URL; larger ones go as presigned GET URLs of the S3 storage
+#: (AIML takes "URLs or local Base64 encoded images"), refused at validate time with file storage. AIML documents no
+#: size limit for either; inline keeps a job independent of whether AIML can reach the bucket, and 5 MiB keeps one
+#: request with 14 references near 100 MB at most
 AIML_MAX_INLINE_REFERENCE_BYTES = 5 * 1024 * 1024
 
 #: Google's official list price per image (standard tier); the basis of list_cost_usd / saved_usd

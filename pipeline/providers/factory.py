@@ -6,7 +6,8 @@ sandbox         GeminiProvider against the project's simulator (x-goog-api-key, 
 gemini-batch    make_batch_client() -> GeminiBatchClient for batches. make_provider() gives a GeminiProvider
                 for single calls, which Google bills at the standard rates (usage priced as such; only
                 when an answer lacks usage does the preset's batch table price it)
-openai-images   OpenAIImagesProvider
+openai-images   OpenAIImagesProvider; a dialect with an inline size (AIML) passes larger references as presigned
+                URLs of `storage`
 replicate       ReplicateProvider
 kie             KieProvider (Kie.ai Market task API); references become URLs through `storage` (presigned) or
                 Kie's upload API; with `inbox` and `public_base_url`, tasks carry a callback URL
@@ -27,6 +28,7 @@ from pipeline.providers.gemini_batch import GeminiBatchClient
 from pipeline.providers.kie import CallbackInbox, Callbacks, KieProvider
 from pipeline.providers.kie_refs import reference_host
 from pipeline.providers.openai_images import OpenAIImagesProvider
+from pipeline.providers.reference_urls import PresignedReferences
 from pipeline.providers.replicate import ReplicateProvider
 from pipeline.storage.base import Storage
 
@@ -53,7 +55,7 @@ def make_provider(
     if config.kind in ("gemini", "gemini-batch"):
         return GeminiProvider(config, api_key, client, **kw)
     if config.kind == "openai-images":
-        return OpenAIImagesProvider(config, api_key, client, **kw)
+        return OpenAIImagesProvider(config, api_key, client, references=presigned_references(config, storage), **kw)
     if config.kind == "replicate":
         return ReplicateProvider(config, api_key, client, **kw)
     if config.kind == "kie":
@@ -61,6 +63,16 @@ def make_provider(
         callbacks = Callbacks(inbox, public_base_url) if inbox is not None and public_base_url else None
         return KieProvider(config, api_key, client, region=region, clock=clock, references=refs, callbacks=callbacks)
     raise AssertionError(f"unhandled provider kind {config.kind!r}")  # pragma: no cover - Literal is closed
+
+
+def presigned_references(config: ProviderConfig, storage: Storage | None) -> PresignedReferences | None:
+    """Where an openai-images dialect with an inline size sends larger references: presigned URLs of `storage`
+    (None without storage, or for a dialect that takes every reference inline or as a file)."""
+    limit = config.images.max_inline_reference_bytes
+    if storage is None or limit is None:
+        return None
+    return PresignedReferences(storage, config.reference_url_ttl_s, provider=config.name,
+                               without_urls=f"references over {limit} bytes need S3 storage (presigned URLs)")
 
 
 def make_batch_client(

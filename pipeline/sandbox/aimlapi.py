@@ -3,9 +3,10 @@ and -edit.json @4cd011cd, errors-and-messages/*.md), served on `POST /v1/images/
 names whose profile says `protocol: aimlapi`.
 
 Request: JSON `{model, prompt, aspect_ratio?, resolution?, num_images?, provider?}`; the edit models
-(`google/nano-banana-pro-edit`, `google/gemini-3-pro-image-preview-edit`) require `image_urls` (URLs, not
-fetched, or base64 data URLs; at most 14). Fields outside the schema are refused with AIML's 400 "Body
-validation error". Answer: `{"data": [{"url", "content_type", "file_name", ...}], "meta": {"usage":
+(`google/nano-banana-pro-edit`, `google/gemini-3-pro-image-preview-edit`) require `image_urls` (URLs, fetched as
+AIML would, or base64 data URLs; at most 14; one that is not an image, or a URL that does not answer with one, is
+a 400 naming the entry: AIML documents no answer for that case). Fields outside the schema are refused with AIML's
+400 "Body validation error". Answer: `{"data": [{"url", "content_type", "file_name", ...}], "meta": {"usage":
 {"credits_used"}}}` (url as in the docs' example). Errors carry the class in the HTTP status with body
 `{message, path, requestId, statusCode, timestamp}`: 401 bad key, 403 "run out of credits", 429 "Too Many
 Requests", 500/503 as documented. AIML documents no shape for a safety block: the sandbox answers a block or
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -34,7 +35,7 @@ from pipeline.sandbox.generation import (
     malformed_json,
     sha256_hex,
 )
-from pipeline.sandbox.http import bearer_token, json_response, rfc3339, root_url
+from pipeline.sandbox.http import bearer_token, fetch_urls, json_response, rfc3339, root_url
 from pipeline.sandbox.state import Endpoint, SandboxState
 
 TEXT_MODELS = ("google/nano-banana-pro", "google/gemini-3-pro-image-preview")
@@ -87,22 +88,39 @@ def _invalid(detail: str) -> AimlError:
     return AimlError(400, f"Body validation error\n{detail}")
 
 
-def _reference(ref: Any) -> tuple[str, str | None]:
-    """(identity, ratio) of one image_urls entry: a data URL / bare base64 is decoded, a URL hashed as given."""
+def _reference(ref: Any) -> str | bytes:
+    """One image_urls entry: an http(s) URL (fetched later, as AIML does), or the bytes of a data URL / bare base64."""
     if not isinstance(ref, str) or not ref:
         raise _invalid("image_urls: Expected string")
     if ref.startswith(("http://", "https://")):
-        return hashlib.sha256(ref.encode()).hexdigest(), None
+        return ref
     payload = ref.split(",", 1)[1] if ref.startswith("data:") else ref
     try:
-        raw = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise _invalid("image_urls: Invalid url or base64 image") from None
-    return sha256_hex(raw), image_ratio(raw)
 
 
-def parse_request(body: Any) -> list[GenRequest]:
-    """The generations one AIML request asks for. Raises AimlError (400) for what the schema refuses."""
+@dataclass(frozen=True)
+class Parsed:
+    """An AIML request as its schema reads it; references still to be fetched are URLs."""
+
+    prompt: str
+    references: tuple[str | bytes, ...]
+    aspect_ratio: str | None
+    resolution: str
+    count: int
+
+    def generations(self, images: list[bytes]) -> list[GenRequest]:
+        """The generations asked for, once every reference is bytes (`images`, in order)."""
+        ratio = self.aspect_ratio or next((r for r in map(image_ratio, images) if r), None) or "1:1"
+        identities = tuple(sha256_hex(raw) for raw in images)
+        return [GenRequest(self.prompt, ratio, self.resolution, "image/png", identities, index=i)
+                for i in range(self.count)]
+
+
+def parse_request(body: Any) -> Parsed:
+    """What one AIML request asks for. Raises AimlError (400) for what the schema refuses."""
     if not isinstance(body, dict):
         raise _invalid("Expected object, received " + type(body).__name__)
     unknown = sorted(set(body) - FIELDS)
@@ -123,9 +141,9 @@ def parse_request(body: Any) -> list[GenRequest]:
             raise _invalid(f"image_urls: Array must contain at most {MAX_REFERENCE_IMAGES} element(s)")
     elif refs_in is not None:
         raise _invalid("Unrecognized key(s) in object: 'image_urls'")
-    refs = [_reference(r) for r in refs_in or []]
-    ratio = body.get("aspect_ratio") or next((r for _, r in refs if r), None) or "1:1"
-    if ratio not in ASPECT_RATIOS:
+    refs = tuple(_reference(r) for r in refs_in or [])
+    ratio = body.get("aspect_ratio")
+    if ratio is not None and ratio not in ASPECT_RATIOS:
         raise _invalid(f"aspect_ratio: Invalid enum value. Expected {' | '.join(ASPECT_RATIOS)}, received {ratio!r}")
     resolution = body.get("resolution") or "1K"
     if resolution not in RESOLUTIONS:
@@ -133,8 +151,21 @@ def parse_request(body: Any) -> list[GenRequest]:
     n = body.get("num_images", 1)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 4:
         raise _invalid("num_images: Number must be between 1 and 4")
-    identities = tuple(i for i, _ in refs)
-    return [GenRequest(prompt, ratio, resolution, "image/png", identities, index=i) for i in range(n)]
+    return Parsed(prompt, refs, ratio, resolution, n)
+
+
+async def fetch_references(parsed: Parsed) -> list[bytes]:
+    """Every reference as image bytes, URLs downloaded as AIML would. Raises AimlError (400) for one that cannot
+    be (AIML documents no answer for it: the sandbox names the entry in a body validation error)."""
+    urls = [r for r in parsed.references if isinstance(r, str)]
+    fetched = iter(await fetch_urls(urls)) if urls else iter(())
+    images: list[bytes] = []
+    for i, ref in enumerate(parsed.references):
+        raw = next(fetched) if isinstance(ref, str) else ref
+        if raw is None or image_ratio(raw) is None:
+            raise _invalid(f"image_urls[{i}]: could not be downloaded as an image")
+        images.append(raw)
+    return images
 
 
 class AimlImagesApi:
@@ -156,7 +187,8 @@ class AimlImagesApi:
                 body = json.loads(await request.body() or b"{}")
             except ValueError:
                 raise _invalid("Invalid JSON body") from None
-            gens = parse_request(body)
+            parsed = parse_request(body)
+            gens = parsed.generations(await fetch_references(parsed))
             admission = ep.limiter.admit()
             if not admission.ok:
                 raise AimlError(429, "Too Many Requests")

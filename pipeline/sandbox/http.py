@@ -4,13 +4,40 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
 from pipeline.clock import utcnow
+
+#: seconds a reference download may take (connect and each read)
+FETCH_TIMEOUT_S = 10.0
+#: largest reference the sandbox downloads; a bigger answer counts as not downloaded
+MAX_FETCH_BYTES = 64 * 1024 * 1024
+
+
+async def fetch_urls(urls: Sequence[str], *, max_bytes: int = MAX_FETCH_BYTES) -> list[bytes | None]:
+    """Download reference URLs as a provider does (redirects followed): each one's body, or None where it did not
+    answer 200, could not be reached or was larger than `max_bytes`."""
+    out: list[bytes | None] = []
+    async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=True) as client:
+        for url in urls:
+            try:
+                async with client.stream("GET", url) as resp:
+                    body = bytearray()
+                    async for chunk in resp.aiter_bytes():
+                        body += chunk
+                        if len(body) > max_bytes:
+                            break
+                    ok = resp.status_code == 200 and len(body) <= max_bytes
+            except httpx.HTTPError:
+                ok = False
+            out.append(bytes(body) if ok else None)
+    return out
 
 
 def provider_name(request: Request) -> str | None:

@@ -37,7 +37,7 @@ from pipeline.providers.kie_wire import ASPECT_RATIOS, MAX_IMAGE_INPUTS, MODEL, 
 from pipeline.sandbox.faults import Fault
 from pipeline.sandbox.files import new_id
 from pipeline.sandbox.generation import GenRequest, image_ratio, sha256_hex
-from pipeline.sandbox.http import bearer_token, json_response, provider_name, root_url
+from pipeline.sandbox.http import FETCH_TIMEOUT_S, bearer_token, fetch_urls, json_response, provider_name, root_url
 from pipeline.sandbox.state import Decision, Endpoint, SandboxState
 
 FORMATS = {"png": "image/png", "jpg": "image/jpeg"}
@@ -46,7 +46,6 @@ EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 STEP_S = 0.05
 MAX_PROMPT_CHARS = 10_000
 MAX_TASKS = 10_000
-FETCH_TIMEOUT_S = 10.0
 MESSAGES = {
     401: "You do not have access permissions",
     402: "Insufficient Credits - Account does not have enough credits to perform the operation",
@@ -213,18 +212,12 @@ class KieApi:
         begun = time.monotonic()
         refs: list[str] = []
         first_ratio: str | None = None
-        async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=True) as client:
-            for i, url in enumerate(urls):
-                try:
-                    got = await client.get(url)
-                    ok = got.status_code == 200 and image_ratio(got.content) is not None
-                except httpx.HTTPError:
-                    ok = False
-                if not ok:
-                    await self._end(task, "fail", code="422", msg=f"image_input[{i}] could not be downloaded")
-                    return
-                refs.append(sha256_hex(got.content))
-                first_ratio = first_ratio or image_ratio(got.content)
+        for i, got in enumerate(await fetch_urls(urls)):
+            if got is None or image_ratio(got) is None:
+                await self._end(task, "fail", code="422", msg=f"image_input[{i}] could not be downloaded")
+                return
+            refs.append(sha256_hex(got))
+            first_ratio = first_ratio or image_ratio(got)
         if ratio == "auto":
             ratio = first_ratio or "1:1"
         gen_request = GenRequest(task.body["input"]["prompt"], ratio, resolution, mime, tuple(refs))

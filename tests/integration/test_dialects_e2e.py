@@ -1,7 +1,8 @@
 """Whole jobs in the documented dialects, against the sandbox over HTTP: AIML's JSON dialect with references (data
 URLs), Google's Flex tier shedding and failing over to the standard tier, Replicate with a reference uploaded
 through its files API. Billed images equal succeeded items and the report's cost equals the sandbox's bill; an
-AIML reference too large to send inline is refused at validate time, before anything is written."""
+AIML reference too large to send inline goes as a presigned URL of the S3 storage (moto; the sandbox fetches it),
+and with file storage is refused at validate time, before anything is written."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def sandbox() -> Iterator[SandboxServer]:
         server.stop()
 
 
-def _settings(tmp: Path, sandbox: SandboxServer, providers: dict[str, Any]) -> Any:
-    cfg = {"database_url": f"sqlite:///{tmp / 'db.sqlite'}", "storage_url": f"file://{tmp / 'out'}",
+def _settings(tmp: Path, sandbox: SandboxServer, providers: dict[str, Any], storage: str | None = None) -> Any:
+    cfg = {"database_url": f"sqlite:///{tmp / 'db.sqlite'}", "storage_url": storage or f"file://{tmp / 'out'}",
            "providers": providers, "worker": {"max_attempts": 4, "backoff_base_s": 0.05, "backoff_cap_s": 0.2}}
     (tmp / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
     return load_settings(tmp / "pipeline.yaml", env={"AIMLAPI_API_KEY": "k", "REPLICATE_API_TOKEN": "r",
@@ -95,8 +96,31 @@ def test_aimlapi_refuses_a_reference_too_large_to_inline_at_validate(tmp_path: P
     with pytest.raises(InputError) as info:
         services.load(_manifest(tmp_path, [{"id": "a", "title": "x", "references": [ref]}], providers=["aimlapi"]),
                       settings)
-    assert "aimlapi" in str(info.value) and "data URL" in str(info.value)
+    assert "aimlapi" in str(info.value) and "data URL" in str(info.value) and "s3://" in str(info.value)
     assert sandbox.ledger()["requests"] == 0
+
+
+def test_aimlapi_passes_a_reference_too_large_to_inline_by_presigned_s3_url(
+        tmp_path: Path, sandbox: SandboxServer, s3_bucket: tuple[str, str], s3_env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+    big = _png(tmp_path, "big.png", 1400, noise=True)
+    assert (tmp_path / big).stat().st_size > AIML_MAX_INLINE_REFERENCE_BYTES
+    small = _png(tmp_path, "small.png", 64)
+    settings = _settings(tmp_path, sandbox, {"aimlapi": {"base_url": f"{sandbox.url}/p/aimlapi"}},
+                         storage=f"s3://{s3_bucket[1]}/out")
+    items = [{"id": "a", "title": "mug", "references": [big, small]}, {"id": "b", "title": "cup", "references": [big]}]
+    summary = _run(settings, _manifest(tmp_path, items, providers=["aimlapi"]))
+    assert summary.counts["succeeded"] == 2, summary.as_json()
+    account = sandbox.ledger()["by_provider"]["aimlapi"]
+    assert account["billed_images"] == 2 and account["by_status"] == {"200": 2}
+    assert Decimal(account["billed_usd"]) == summary.totals.cost_usd
+    import boto3.session
+
+    s3 = boto3.session.Session(region_name="us-east-1").client("s3", endpoint_url=s3_bucket[0])
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket[1])["Contents"]]
+    assert sum(k.startswith("out/provider-references/") for k in keys) == 1  # the large one only, put once
 
 
 def test_flex_sheds_then_fails_over_to_standard(tmp_path: Path, sandbox: SandboxServer) -> None:
