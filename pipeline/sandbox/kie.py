@@ -11,7 +11,8 @@ over HTTP as Kie would, so a URL that does not work fails the task. The result i
 /_sandbox/files/. With a callBackUrl the recordInfo answer is POSTed there when the task ends (once; Kie's retry
 policy is not documented). Errors are envelopes {code, msg} with the HTTP status equal to the code, or HTTP 200
 when the profile says `error_status: "200"` (both happen: see the captures). The limiter answers 429 with
-{"code": 429, "msg": "Rate limit exceeded"}; prompt triggers: 500 -> 500, 503 -> 455 (maintenance), 429 -> 429,
+{"code": 429, "msg": "Rate limit exceeded"}, for new tasks (the profile's rpm) and for recordInfo queries over the
+profile's query_rps (10 a second, as Kie documents); prompt triggers: 500 -> 500, 503 -> 455 (maintenance), 429 -> 429,
 429-daily -> 433 (a key's daily cap, as a public client saw it), no-credit -> 402, auth -> 401, block-prompt ->
 fail 422 (the documented failed-task example), block-image -> fail 422, refuse -> fail 501 (generation failed).
 Unknown models get 422 "Page does not exist or is not published" (what a public client saw for them).
@@ -259,6 +260,8 @@ class KieApi:
             task_id = request.query_params.get("taskId")
             if not task_id:
                 raise KieError(400, "taskId parameter is required")
+            if not ep.query_limiter.admit().ok:  # Kie documents 10 queries a second per key
+                raise KieError(429, MESSAGES[429])
             task = self.tasks.get(task_id)
             if task is None or task.endpoint.name != ep.name:
                 raise KieError(404, "Task not found")

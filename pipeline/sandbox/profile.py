@@ -19,6 +19,7 @@ providers:                   # served under http://host:port/p/{name}/...
     rpm: 120                 # with bucket_s 10: 20 new tasks per 10 seconds, as Kie.ai documents
     bucket_s: 10
     error_status: "200"      # Kie: errors inside HTTP 200 envelopes (default "code": the HTTP status)
+    query_rps: 10            # Kie: recordInfo queries a second (default 10, as Kie documents)
     price_per_image: {"1K": "0.09", "2K": "0.09", "4K": "0.12"}
 ```
 Protocols: "gemini", "gemini-batch", "openai", "replicate", "kie", "aimlapi" (AIML's JSON dialect on the OpenAI
@@ -46,6 +47,8 @@ DEFAULT_BUCKET_S = 60.0
 DEFAULT_HANG_S = 30.0
 #: default time from batch creation to BATCH_STATE_SUCCEEDED
 DEFAULT_BATCH_DELAY_S = 2.0
+#: Kie's documented limit on task queries (recordInfo) per second and API key
+KIE_QUERY_RPS = 10
 #: largest profile file read (a profile is a few hundred bytes)
 MAX_PROFILE_BYTES = 1_000_000
 
@@ -125,6 +128,9 @@ class EndpointProfile(_Strict):
     response_format: Literal["b64_json", "url"] = "b64_json"
     #: Kie: error envelopes {code, msg} go out with the HTTP status equal to their code, or with HTTP 200
     error_status: Literal["code", "200"] = "code"
+    #: Kie: task queries (recordInfo) allowed per second, as Kie documents ("10 requests per second" per API key,
+    #: docs.kie.ai/market/common/get-task-detail); more are answered {"code": 429, "msg": "Rate limit exceeded"}
+    query_rps: int = Field(default=KIE_QUERY_RPS, gt=0)
 
     @field_validator("price_per_image", mode="before")
     @classmethod

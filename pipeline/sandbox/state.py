@@ -49,6 +49,8 @@ class Endpoint:
     profile: EndpointProfile
     limiter: Limiter
     rng: random.Random
+    #: status queries (Kie's recordInfo), limited apart from new generations
+    query_limiter: Limiter
 
     def accepts_key(self, key: str | None) -> bool:
         return self.profile.api_keys is None or (key is not None and key in self.profile.api_keys)
@@ -92,6 +94,7 @@ class SandboxState:
                     profile=prof,
                     limiter=Limiter(prof.rpm, prof.rpd, prof.bucket_s, self._clock),
                     rng=random.Random(seed),
+                    query_limiter=Limiter(prof.query_rps * 60, None, 1.0, self._clock),
                 )
                 self._endpoints[name] = ep
         if _FAMILY[ep.protocol] != _FAMILY[protocol]:
@@ -106,6 +109,7 @@ class SandboxState:
             self._seen.clear()
         for ep in endpoints:
             ep.limiter.reset()
+            ep.query_limiter.reset()
 
     def decide(self, ep: Endpoint, prompt: str, fingerprint: str) -> Decision:
         """The fault for this request: a prompt trigger first, else one random draw by the profile's rates."""

@@ -1,10 +1,13 @@
 """KieProvider against the sandbox over loopback HTTP: task, poll and download, references by Kie's upload API
 and by presigned S3 URL (moto) which the sandbox fetches, timeout then resume without a second create, every
-error class whether Kie puts it in the HTTP status or in an HTTP 200 envelope, cost equal to the ledger."""
+error class whether Kie puts it in the HTTP status or in an HTTP 200 envelope, recordInfo's documented 10 queries
+a second, cost equal to the ledger."""
 
 from __future__ import annotations
 
 import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +30,8 @@ from pipeline.providers.images import validate_image
 from pipeline.providers.kie import KieProvider
 from pipeline.providers.kie_refs import KieUploads, PresignedReferences
 from pipeline.storage.factory import open_storage
+from tests.providers.corpus import shape_problems
+from tests.providers.kie_helpers import capture
 from tests.providers.provider_wire import KEY, assert_no_key, config, image_bytes
 
 
@@ -135,6 +140,29 @@ def test_the_real_limit(sandbox: Any, http: httpx.Client) -> None:
     assert p.generate(ImageRequest("one", "1K", "1:1")).data
     err = fail(p, "two")
     assert isinstance(err, RateLimited) and err.http_status == 429 and err.retry_after_s == 10.0
+
+
+def test_record_info_is_limited_to_ten_queries_a_second_and_a_poller_waits_it_out(
+        sandbox: Any, http: httpx.Client) -> None:
+    p = kie(sandbox, http)
+    task = p.generate(ImageRequest("mug", "1K", "1:1"), CallHooks()).remote_id
+    url, headers = f"{sandbox.url}/p/kie/api/v1/jobs/recordInfo", {"Authorization": f"Bearer {KEY}"}
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=20) as pool:  # one burst, faster than any refill
+        answers = list(pool.map(lambda _: http.get(url, params={"taskId": task}, headers=headers), range(40)))
+    elapsed = time.monotonic() - started
+    ok = sum(a.status_code == 200 for a in answers)
+    limited = [a for a in answers if a.status_code == 429]
+    assert ok + len(limited) == 40 and limited  # 10 a second, as Kie documents
+    assert ok <= 10 + 10 * elapsed + 1
+    documented = capture("record-info.error-429")
+    assert limited[0].status_code == documented.status and shape_problems(limited[0].json(), documented.body) == []
+    assert limited[0].json()["msg"] == documented.body["msg"]
+    # a poller that runs into the limit waits it out: the task still ends in one image, paid once
+    for _ in range(10):
+        http.get(url, params={"taskId": task}, headers=headers)
+    assert p.generate(ImageRequest("cup", "1K", "1:1"), CallHooks()).data
+    assert account(sandbox)["billed_images"] == 2 and account(sandbox)["generate_requests"] == 2
 
 
 def test_a_wrong_key(sandbox: Any, http: httpx.Client) -> None:
