@@ -26,8 +26,9 @@ refuse -> failCode 501; malformed, truncated, wrong-size and hang as Replicate.
 Modifiers: `[sandbox:503x2]` (any fault with `xN`) applies the fault to the first N identical requests to
 the same provider name and then answers normally, to test retries. `[sandbox:sleep=1.5]` adds 1.5 s latency.
 `[sandbox:interim]` (Gemini) adds an interim thought image before the final one.
-In Gemini batch jobs the triggers act per item: error faults become per-item `error` entries, `hang` and
-`malformed` are ignored. Faults after generation (malformed, truncated, wrong-size, hang) are billed like
+In Gemini batch jobs the triggers act per item: error faults become per-item `error` entries (google.rpc codes:
+auth -> 16 UNAUTHENTICATED, hang -> 4 DEADLINE_EXCEEDED, the others their HTTP status's code), `malformed` is
+ignored. Faults after generation (malformed, truncated, wrong-size, hang) are billed like
 real answers; all others are not.
 """
 

@@ -41,8 +41,14 @@ MAX_JOBS = 1000
 #: items rendered at once while a job runs
 RENDER_CONCURRENCY = 4
 #: google.rpc.Code numbers (googleapis/googleapis google/rpc/code.proto) of the statuses the sandbox answers
-RPC_CODES = {"INVALID_ARGUMENT": 3, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "INTERNAL": 13,
-             "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}
+RPC_CODES = {"INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
+             "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}
+#: faults a batch item answers with its own google.rpc status (tests/providers/captures/google/batch-item-error-*:
+#: the canonical texts of google/rpc/code.proto), not the generateContent error mapped to one
+ITEM_ERRORS = {
+    Fault.AUTH: ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
+    Fault.HANG: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+}
 TERMINAL = ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED")
 
 
@@ -283,14 +289,18 @@ class GeminiBatchApi(GeminiBase):
             item.result = {"error": {"code": RPC_CODES["INVALID_ARGUMENT"], "message": str(e)}}
             return None
         decision = self.state.decide(ep, parsed.gen.prompt, parsed.gen.fingerprint)
+        if decision.fault in ITEM_ERRORS:  # per-item statuses only a batch answers (python-genai JobError)
+            rpc_name, message = ITEM_ERRORS[decision.fault]
+            item.result = {"error": {"code": RPC_CODES[rpc_name], "message": message}}
+            return None
         if decision.fault is not None and decision.fault.is_error:
             _, body = fault_error(decision.fault, job.model, ep.limiter.rpm, ep.limiter.rpd, 0.0)
             # a batch item's error is a google.rpc.Status: its code is the rpc code, not the HTTP status
             rpc = RPC_CODES.get(str(body["error"]["status"]), RPC_CODES["INTERNAL"])
             item.result = {"error": {"code": rpc, "message": body["error"]["message"]}}
             return None
-        if decision.fault in (Fault.HANG, Fault.MALFORMED):
-            decision = Decision(None)  # no hang nor cut body inside a batch
+        if decision.fault is Fault.MALFORMED:
+            decision = Decision(None)  # no cut body inside a batch
         gen = await self.state.generate(ep, parsed.gen, decision, batch=True, latency=False)
         body = response_body(gen, parsed, job.model, token(), thought_parts=ep.profile.thought_parts)
         item.result = {"response": body}

@@ -95,12 +95,17 @@ def shape(obj: Any) -> Any:
     return "string"
 
 
-def shape_problems(actual: Any, documented: Any, where: str = "$", *, nullable: bool = True) -> list[str]:
+def shape_problems(actual: Any, documented: Any, where: str = "$", *, nullable: bool = True,
+                   mixed_lists: bool = False) -> list[str]:
     """Where `actual` departs from the documented shape: a documented key missing, or a type that differs.
-    Keys the docs don't show are allowed (providers add fields); a documented null matches any type."""
+    Keys the docs don't show are allowed (providers add fields); a documented null matches any type. Every element
+    of a list must have the shape of the documented first one; with `mixed_lists` (lists of different kinds of
+    objects: Google's error `details`, a thought part before the image part) every documented element must have
+    the shape of some element of the answer instead."""
     problems: list[str] = []
     if documented is None and nullable:
         return problems
+    kw: dict[str, Any] = {"nullable": nullable, "mixed_lists": mixed_lists}
     if isinstance(documented, dict):
         if not isinstance(actual, dict):
             return [f"{where}: expected an object, got {shape(actual)!r}"]
@@ -108,14 +113,18 @@ def shape_problems(actual: Any, documented: Any, where: str = "$", *, nullable: 
             if k not in actual:
                 problems.append(f"{where}.{k}: missing")
             else:
-                problems += shape_problems(actual[k], v, f"{where}.{k}", nullable=nullable)
+                problems += shape_problems(actual[k], v, f"{where}.{k}", **kw)
         return problems
     if isinstance(documented, list):
         if not isinstance(actual, list):
             return [f"{where}: expected an array, got {shape(actual)!r}"]
-        if documented and actual:
+        if documented and actual and mixed_lists:
+            for j, d in enumerate(documented):
+                if all(shape_problems(a, d, f"{where}[?]", **kw) for a in actual):
+                    problems.append(f"{where}: no element has the shape of the documented [{j}]")
+        elif documented and actual:
             for i, a in enumerate(actual):
-                problems += shape_problems(a, documented[0], f"{where}[{i}]", nullable=nullable)
+                problems += shape_problems(a, documented[0], f"{where}[{i}]", **kw)
         return problems
     if actual is not None and shape(actual) != shape(documented):
         problems.append(f"{where}: expected {shape(documented)}, got {shape(actual)}")
