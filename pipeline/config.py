@@ -102,7 +102,7 @@ class ProviderConfig(_Strict):
     limits: Limits = Limits()
     #: fraction below the configured limits the admission gate keeps free
     headroom: Decimal = Decimal("0.03")
-    #: per-image prices by resolution plus optional "input_image"; strings parse to exact Decimal
+    #: per-image prices by resolution plus optional "input_image" and "blocked"; strings parse to exact Decimal
     prices: dict[str, Decimal] = Field(default_factory=dict)
     prices_date: str | None = None
     regions: dict[str, str] = Field(default_factory=dict)

@@ -88,7 +88,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "auth": "bearer",
         "model": MODEL,
         "limits": {"rpm": 120, "rpd": 100000, "concurrency": 16},
-        "prices": {"1K": "0.05", "2K": "0.05", "4K": "0.08"},
+        # `blocked`: laozhang.ai bills an HTTP 200 without an image (a moderation refusal) as one call
+        # (https://docs.laozhang.ai/en/api-capabilities/image-billing-and-failures, read 2026-12-01)
+        "prices": {"1K": "0.05", "2K": "0.05", "4K": "0.08", "blocked": "0.05"},
         "prices_date": PRICES_DATE,
         "data_policy": "third-party",
         "regions": {"CN": "https://api.laozhang.ai"},

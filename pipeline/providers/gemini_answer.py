@@ -13,7 +13,9 @@ failed requests ("If your request fails with a 400 or 500 error, you won't be ch
 and an IMAGE_SAFETY answer says "You will not be charged for blocked images". So a blocked call (prompt
 blocked, image filtered, text-only refusal) costs its prompt tokens at the input rate and its thinking and
 text output tokens at the text rate, and nothing for the image it did not make; the error carries that cost
-(only for providers that bill Google's tokens: `cost_from_usage`).
+(only for providers that bill Google's tokens: `cost_from_usage`). A reseller billing per call says in its price
+table what such an answer costs (`prices.blocked`): laozhang.ai bills "HTTP 200 with no image" as one call
+(https://docs.laozhang.ai/en/api-capabilities/image-billing-and-failures); without that key it costs nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pipeline.providers.base import ImageRequest, ImageResult
 from pipeline.providers.gemini_errors import classify_error
 from pipeline.providers.http import decode_data_url, short_text
 from pipeline.providers.images import decode_b64, image_mime, validate_image
-from pipeline.providers.pricing import blocked_call_cost, cost_or_list
+from pipeline.providers.pricing import BLOCKED_PRICE_KEY, blocked_call_cost, cost_or_list
 
 #: finish reasons that mean "the image was withheld on purpose": terminal, never retried
 IMAGE_BLOCK_REASONS = frozenset({
@@ -64,7 +66,9 @@ def image_in_text(text: str) -> str | None:
 
 
 def _blocked(message: str, kw: dict[str, Any], config: ProviderConfig, usage: Any, batch: bool) -> ContentBlocked:
-    cost = blocked_call_cost(usage, batch=batch) if config.cost_from_usage else None
+    # Google's tokens, or a reseller's table: `blocked` where it bills an HTTP 200 without an image as a call
+    by_table = config.prices.get(BLOCKED_PRICE_KEY)
+    cost = blocked_call_cost(usage, batch=batch) if config.cost_from_usage else by_table
     return ContentBlocked(message, cost_usd=cost, **kw)
 
 

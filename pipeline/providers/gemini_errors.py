@@ -1,6 +1,7 @@
 """Gemini API errors (google.rpc.Status as JSON) as the pipeline's error tree: PROVIDERS.md §2. Used for HTTP
 answers of generateContent and the batch API, and for batch items (whose codes are google.rpc codes).
 
+    429 insufficient_user_quota   QuotaExhausted (laozhang.ai: the account's balance is spent)
     429 RESOURCE_EXHAUSTED        RateLimited(retry_after_s from RetryInfo.retryDelay, else "retry in Ns")
       quotaId *PerDay*/value "0"  DailyQuotaExceeded(until = next reset at config.day_reset_hour_utc)
     500/502/503/504, other 5xx    ProviderUnavailable
@@ -81,6 +82,18 @@ def _retry_delay(err: Mapping[str, Any], headers: Mapping[str, str]) -> float | 
     return retry_after_s(headers)
 
 
+#: laozhang.ai's out-of-balance refusal: "user [12345] quota [50000000] preConsumedQuota [150000000] is not enough"
+#: with the code insufficient_user_quota (https://docs.laozhang.ai/ru/faq/balance-insufficient)
+_BALANCE = re.compile(r"quota \[\d+\] preConsumedQuota \[\d+\] is not enough")
+
+
+def _out_of_balance(message: str, err: Mapping[str, Any]) -> bool:
+    """A reseller's 429 that means the account's balance is spent (laozhang.ai: insufficient_user_quota), not a
+    rate: the provider pauses instead of waiting."""
+    return ("insufficient_user_quota" in (str(err.get("code") or ""), str(err.get("type") or ""))
+            or "insufficient_user_quota" in message or _BALANCE.search(message) is not None)
+
+
 def _has_reason(err: Mapping[str, Any], reason: str) -> bool:
     return any(d.get("reason") == reason for d in details(err))
 
@@ -105,6 +118,8 @@ def classify_error(
     message = short_text(err.get("message") or text or "no message")
     label = f"HTTP {status}{' ' + code if code else ''}: {message}"
     kw: dict[str, Any] = {"provider": provider, "http_status": status}
+    if status == 429 and _out_of_balance(message, err):
+        return QuotaExhausted(label, **kw)
     if status == 429:
         delay = _retry_delay(err, headers)
         if _is_daily(err):

@@ -110,6 +110,11 @@ def blocked_call_cost(usage: Mapping[str, Any] | None, *, batch: bool) -> Decima
     return (other * r.text_output + prompt * r.input) / _MILLION
 
 
+#: the price-table key of an HTTP-200 answer without an image (a blocked or refused call), for resellers that
+#: bill it as a call (laozhang.ai); absent: such an answer costs nothing (or its tokens, with cost_from_usage)
+BLOCKED_PRICE_KEY = "blocked"
+
+
 def table_cost(config: ProviderConfig, resolution: str, n_refs: int) -> Decimal | None:
     """Per-image price at `resolution` plus `input_image` per reference (0 when the table has none:
     resellers bill flat), or None when the resolution has no price."""

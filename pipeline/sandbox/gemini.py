@@ -33,6 +33,8 @@ from pipeline.sandbox.state import Endpoint, SandboxState
 
 #: API versions served (the SDK's default is v1, REST docs use v1beta)
 VERSIONS = ("v1", "v1beta", "v1alpha")
+#: laozhang.ai's out-of-balance refusal, as its docs show the error body (profile no_credit: insufficient_user_quota)
+BALANCE_TEXT = "user [12345] quota [50000000] preConsumedQuota [150000000] is not enough"
 JSON_UTF8 = "application/json; charset=UTF-8"
 
 ModelAction = Callable[[Request, str], Awaitable[Response]]
@@ -147,6 +149,9 @@ class GeminiApi(GeminiBase):
             return refused
         gen_request = parsed.gen
         decision = self.state.decide(ep, gen_request.prompt, gen_request.fingerprint)
+        if decision.fault is Fault.INSUFFICIENT_QUOTA and ep.profile.no_credit == "insufficient_user_quota":
+            self.state.ledger.request(ep.name, ep.protocol, 429, generate=True)
+            return Response(BALANCE_TEXT, status_code=429, media_type="text/plain; charset=utf-8")
         if decision.fault is not None and decision.fault.is_error:
             status, body = fault_error(
                 decision.fault, model, ep.limiter.rpm, ep.limiter.rpd, ep.limiter.seconds_to_day_reset()
@@ -155,7 +160,9 @@ class GeminiApi(GeminiBase):
         gen = await self.state.generate(ep, gen_request, decision, batch=flex)  # flex: half rates, as batch
         self.state.charge(ep, [gen])
         body = response_body(gen, parsed, model, token(), thought_parts=ep.profile.thought_parts)
-        if gen.image is None and ep.profile.price_per_image is None:
+        if gen.image is None and ep.profile.bill_empty_answers:  # a per-call reseller bills the HTTP 200
+            self.state.ledger.bill(ep.name, ep.protocol, 0, ep.price(gen_request, gen.usage, batch=flex))
+        elif gen.image is None and ep.profile.price_per_image is None:
             # a blocked call or a refusal is billed for the tokens it reports, not for an image (Google's
             # billing FAQ exempts only 400/500 failures): the same rule as the adapter's
             rates = BATCH_RATES if flex else STANDARD_RATES

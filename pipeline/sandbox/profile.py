@@ -124,6 +124,12 @@ class EndpointProfile(_Strict):
     image_in: Literal["inline", "text-data-url", "text-url"] = "inline"
     #: Gemini: whether the model takes `serviceTier: flex`; False answers it with a 400 naming the tier
     flex: bool = True
+    #: Gemini, per-call resellers: an HTTP 200 without an image (a block, a refusal) is billed price_per_image as one
+    #: call, as laozhang.ai bills it (docs.laozhang.ai/en/api-capabilities/image-billing-and-failures)
+    bill_empty_answers: bool = False
+    #: Gemini: how an account out of credit is answered: Google's 429 (quotaValue "0"), or laozhang.ai's 429 whose
+    #: body is "user [..] quota [..] preConsumedQuota [..] is not enough" (docs.laozhang.ai/ru/faq/balance-insufficient)
+    no_credit: Literal["google", "insufficient_user_quota"] = "google"
     #: OpenAI: answer with url instead of b64_json even when the request does not ask for it
     response_format: Literal["b64_json", "url"] = "b64_json"
     #: Kie: error envelopes {code, msg} go out with the HTTP status equal to their code, or with HTTP 200

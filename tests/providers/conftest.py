@@ -27,12 +27,15 @@ PROTOCOL = {
     "aimlapi": "aimlapi",
     "replicate": "replicate",
 }
+#: laozhang.ai as its docs describe it: an HTTP 200 without an image billed as a call, a spent balance answered
+#: 429 "... preConsumedQuota [...] is not enough" (tests/providers/captures/laozhang)
+LAOZHANG: dict[str, dict[str, Any]] = {"laozhang": {"bill_empty_answers": True, "no_credit": "insufficient_user_quota"}}
 PROFILE: dict[str, Any] = {
     "seed": 3,
     "batch_delay_s": 0.3,
     "protocols": {p: {"hang_s": HANG_S} for p in ("gemini", "gemini-batch", "openai", "replicate", "kie")},
     "providers": {
-        name: {"protocol": PROTOCOL[name], "price_per_image": prices, "hang_s": HANG_S}
+        name: {"protocol": PROTOCOL[name], "price_per_image": prices, "hang_s": HANG_S} | LAOZHANG.get(name, {})
         for name, prices in RESELLER_PRICES.items()
     }
     | {
