@@ -35,7 +35,7 @@ from pipeline.sandbox.generation import (
     malformed_json,
     sha256_hex,
 )
-from pipeline.sandbox.http import bearer_token, fetch_urls, json_response, rfc3339, root_url
+from pipeline.sandbox.http import bearer_token, counted, fetch_urls, rfc3339, root_url
 from pipeline.sandbox.state import Endpoint, SandboxState
 
 TEXT_MODELS = ("google/nano-banana-pro", "google/gemini-3-pro-image-preview")
@@ -173,10 +173,7 @@ class AimlImagesApi:
         self.state = state
 
     def _answer(self, ep: Endpoint, status: int, body: Any, *, text: str | None = None) -> Response:
-        self.state.ledger.request(ep.name, ep.protocol, status, generate=True)
-        if text is not None:
-            return Response(text, status_code=status, media_type="application/json")
-        return json_response(body, status)
+        return counted(self.state.ledger, ep, status, body, generate=True, content=text)
 
     async def handle(self, request: Request, ep: Endpoint) -> Response:
         path = "/v1/images/generations"

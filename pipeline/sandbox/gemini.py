@@ -28,7 +28,8 @@ from pipeline.sandbox.gemini_wire import (
     response_body,
 )
 from pipeline.sandbox.generation import BATCH_RATES, STANDARD_RATES, blocked_cost, malformed_json
-from pipeline.sandbox.http import bearer_token, json_response, provider_name, read_json, root_url, token
+from pipeline.sandbox.http import bearer_token, counted, json_response, provider_name, read_json, root_url, token
+from pipeline.sandbox.profile import Protocol as ProfileProtocol
 from pipeline.sandbox.state import Endpoint, SandboxState
 
 #: API versions served (the SDK's default is v1, REST docs use v1beta)
@@ -53,7 +54,11 @@ def strip_model(model: str) -> str:
 
 
 class GeminiBase:
-    """Answers in Google's JSON, counted in the ledger; Gemini key checks."""
+    """Answers in Google's JSON, counted in the ledger; which simulated provider a request is for, and Gemini key
+    checks (`admit`)."""
+
+    #: the protocol whose endpoints this API serves
+    protocol: ProfileProtocol = "gemini"
 
     def __init__(self, state: SandboxState) -> None:
         self.state = state
@@ -67,8 +72,21 @@ class GeminiBase:
         generate: bool = False,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        self.state.ledger.request(ep.name, ep.protocol, status, generate=generate)
-        return json_response(body, status, headers=headers, media_type=JSON_UTF8)
+        return counted(self.state.ledger, ep, status, body, generate=generate, headers=headers, media_type=JSON_UTF8)
+
+    def missing(self, ep: Endpoint) -> Response:
+        """Google's 404 for an entity (file, batch) this endpoint does not have."""
+        return self.answer(ep, 404, error_body(404, "NOT_FOUND", "Requested entity was not found."))
+
+    def admit(self, request: Request, *, generate: bool = False) -> Endpoint | Response:
+        """The simulated provider a request is for, or the answer refusing it: a 404 for an API version or a provider
+        name this API does not serve, the Gemini auth error for a key the profile does not accept."""
+        version = request.path_params.get("version")
+        ep = None if version is not None and version not in VERSIONS else (
+            self.state.endpoint(provider_name(request), self.protocol))
+        if ep is None:
+            return not_found()
+        return self.auth_error(ep, request, generate=generate) or ep
 
     def auth_error(self, ep: Endpoint, request: Request, *, generate: bool = False) -> Response | None:
         """The Gemini auth error for a key the profile does not accept, else None."""
@@ -127,12 +145,9 @@ class GeminiApi(GeminiBase):
         return Response(b"data: " + bytes(response.body) + b"\r\n\r\n", media_type="text/event-stream")
 
     async def generate_content(self, request: Request, model: str) -> Response:
-        ep = self.state.endpoint(provider_name(request), "gemini")
-        if ep is None:
-            return not_found()
-        denied = self.auth_error(ep, request, generate=True)
-        if denied is not None:
-            return denied
+        ep = self.admit(request, generate=True)
+        if isinstance(ep, Response):
+            return ep
         try:
             parsed = parse_generate(await read_json(request), ep.profile.output_mime)
         except ValueError as e:  # BadRequest, or a body that is not JSON
@@ -150,8 +165,8 @@ class GeminiApi(GeminiBase):
         gen_request = parsed.gen
         decision = self.state.decide(ep, gen_request.prompt, gen_request.fingerprint)
         if decision.fault is Fault.INSUFFICIENT_QUOTA and ep.profile.no_credit == "insufficient_user_quota":
-            self.state.ledger.request(ep.name, ep.protocol, 429, generate=True)
-            return Response(BALANCE_TEXT, status_code=429, media_type="text/plain; charset=utf-8")
+            return counted(self.state.ledger, ep, 429, generate=True, content=BALANCE_TEXT,
+                           media_type="text/plain; charset=utf-8")
         if decision.fault is not None and decision.fault.is_error:
             status, body = fault_error(
                 decision.fault, model, ep.limiter.rpm, ep.limiter.rpd, ep.limiter.seconds_to_day_reset()
@@ -169,11 +184,10 @@ class GeminiApi(GeminiBase):
             self.state.ledger.bill(ep.name, ep.protocol, 0, blocked_cost(body["usageMetadata"], rates))
         if ep.profile.image_in != "inline":
             self._image_in_text(body, ep.profile.image_in, root_url(request))
-        self.state.ledger.request(ep.name, ep.protocol, 200, generate=True)
         text = json.dumps(body, separators=(",", ":"))
         if gen.fault is Fault.MALFORMED:
             text = malformed_json(text)
-        return Response(text, media_type=JSON_UTF8)
+        return counted(self.state.ledger, ep, 200, generate=True, content=text, media_type=JSON_UTF8)
 
     def _image_in_text(self, body: dict[str, Any], mode: str, root: str) -> None:
         """Move the final image into a text part, as Gemini-format resellers answer: a data URL, or a markdown
@@ -202,15 +216,13 @@ class GeminiApi(GeminiBase):
         }
 
     async def get_model(self, request: Request) -> Response:
-        ep = self.state.endpoint(provider_name(request), "gemini")
-        if ep is None or request.path_params["version"] not in VERSIONS:
-            return not_found()
-        return self.auth_error(ep, request) or self.answer(
-            ep, 200, self._model_info(request.path_params["model"])
-        )
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
+        return self.answer(ep, 200, self._model_info(request.path_params["model"]))
 
     async def list_models(self, request: Request) -> Response:
-        ep = self.state.endpoint(provider_name(request), "gemini")
-        if ep is None or request.path_params["version"] not in VERSIONS:
-            return not_found()
-        return self.auth_error(ep, request) or self.answer(ep, 200, {"models": [self._model_info(MODEL)]})
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
+        return self.answer(ep, 200, {"models": [self._model_info(MODEL)]})

@@ -22,11 +22,11 @@ from starlette.routing import Route
 from pipeline.clock import utcnow
 from pipeline.sandbox.faults import Fault, parse_triggers
 from pipeline.sandbox.files import new_id
-from pipeline.sandbox.gemini import VERSIONS, GeminiBase, not_found
+from pipeline.sandbox.gemini import GeminiBase, not_found
 from pipeline.sandbox.gemini_files import GeminiFiles
 from pipeline.sandbox.gemini_wire import BadRequest, error_body, fault_error, parse_generate, response_body
 from pipeline.sandbox.generation import BATCH_RATES, Generated, blocked_cost
-from pipeline.sandbox.http import provider_name, rfc3339, token
+from pipeline.sandbox.http import rfc3339, token
 from pipeline.sandbox.state import Decision, Endpoint, SandboxState
 
 TYPE_BATCH = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
@@ -165,20 +165,14 @@ class GeminiBatchApi(GeminiBase):
             Route("/{version}/batches/{batch_action}", self.batch_delete, methods=["DELETE"]),
         ]
 
-    def _endpoint(self, request: Request) -> Endpoint | None:
-        if request.path_params.get("version") not in VERSIONS:
-            return None
-        return self.state.endpoint(provider_name(request), "gemini-batch")
+    protocol = "gemini-batch"
 
     # -- create ----------------------------------------------------------------------------------------------
 
     async def create(self, request: Request, model: str) -> Response:
-        ep = self._endpoint(request)
-        if ep is None:
-            return not_found()
-        denied = self.auth_error(ep, request, generate=True)
-        if denied is not None:
-            return denied
+        ep = self.admit(request, generate=True)
+        if isinstance(ep, Response):
+            return ep
         raw = await request.body()
         if len(raw) > MAX_INLINE_BYTES:
             message = f"Request payload size exceeds the limit: {MAX_INLINE_BYTES} bytes."
@@ -315,29 +309,27 @@ class GeminiBatchApi(GeminiBase):
         return job if job is not None and job.endpoint.name == ep.name else None
 
     async def batch_get(self, request: Request) -> Response:
-        ep = self._endpoint(request)
         batch_id = str(request.path_params["batch_action"])
-        if ep is None or ":" in batch_id:
+        if ":" in batch_id:
             return not_found()
-        denied = self.auth_error(ep, request)
-        if denied is not None:
-            return denied
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         job = self._job(ep, batch_id)
         if job is None:
-            return self.answer(ep, 404, error_body(404, "NOT_FOUND", "Requested entity was not found."))
+            return self.missing(ep)
         return self.answer(ep, 200, job.operation())
 
     async def batch_post(self, request: Request) -> Response:
-        ep = self._endpoint(request)
         batch_id, _, action = str(request.path_params["batch_action"]).partition(":")
-        if ep is None or action != "cancel":
+        if action != "cancel":
             return not_found()
-        denied = self.auth_error(ep, request)
-        if denied is not None:
-            return denied
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         job = self._job(ep, batch_id)
         if job is None:
-            return self.answer(ep, 404, error_body(404, "NOT_FOUND", "Requested entity was not found."))
+            return self.missing(ep)
         if not job.done:
             if job.task is not None:
                 job.task.cancel()
@@ -345,28 +337,22 @@ class GeminiBatchApi(GeminiBase):
         return self.answer(ep, 200, {})
 
     async def batch_delete(self, request: Request) -> Response:
-        ep = self._endpoint(request)
         batch_id = str(request.path_params["batch_action"])
-        if ep is None:
-            return not_found()
-        denied = self.auth_error(ep, request)
-        if denied is not None:
-            return denied
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         job = self._job(ep, batch_id)
         if job is None:
-            return self.answer(ep, 404, error_body(404, "NOT_FOUND", "Requested entity was not found."))
+            return self.missing(ep)
         if job.task is not None and not job.done:
             job.task.cancel()
         del self.jobs[job.name]
         return self.answer(ep, 200, {})
 
     async def list_batches(self, request: Request) -> Response:
-        ep = self._endpoint(request)
-        if ep is None:
-            return not_found()
-        denied = self.auth_error(ep, request)
-        if denied is not None:
-            return denied
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         try:
             size = min(MAX_PAGE_SIZE, int(request.query_params.get("pageSize") or DEFAULT_PAGE_SIZE))
             start = int(request.query_params.get("pageToken") or 0)

@@ -19,10 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline.sandbox.files import Blob, new_id
-from pipeline.sandbox.gemini import VERSIONS, GeminiBase, not_found
+from pipeline.sandbox.gemini import GeminiBase
 from pipeline.sandbox.gemini_wire import error_body
-from pipeline.sandbox.http import base_url, provider_name, read_json, rfc3339
-from pipeline.sandbox.state import Endpoint, SandboxState
+from pipeline.sandbox.http import base_url, counted, read_json, rfc3339
+from pipeline.sandbox.state import SandboxState
 
 #: files expire after this long (File API: 48 hours)
 FILE_TTL = timedelta(hours=48)
@@ -84,20 +84,14 @@ class GeminiFiles(GeminiBase):
             body["downloadUri"] = f"{uri}:download?alt=media"
         return body
 
-    def _endpoint(self, request: Request) -> Endpoint | None:
-        if request.path_params.get("version") not in VERSIONS:
-            return None
-        return self.state.endpoint(provider_name(request), "gemini-batch")
+    protocol = "gemini-batch"
 
     # -- routes ----------------------------------------------------------------------------------------------
 
     async def upload(self, request: Request) -> Response:
-        ep = self._endpoint(request)
-        if ep is None:
-            return not_found()
-        denied = self.auth_error(ep, request)
-        if denied is not None:
-            return denied
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         command = request.headers.get("x-goog-upload-command", "").replace(" ", "").lower()
         upload_id = request.query_params.get("upload_id")
         if command == "start":
@@ -120,8 +114,7 @@ class GeminiFiles(GeminiBase):
                 f"{base_url(request)}/upload/{version}/files?upload_id={upload_id}&upload_protocol=resumable"
             )
             headers = {"x-goog-upload-url": url, "x-goog-upload-status": "active"}
-            self.state.ledger.request(ep.name, ep.protocol, 200)
-            return Response(b"", headers=headers)
+            return counted(self.state.ledger, ep, 200, content=b"", headers=headers)
         pending = self.uploads.get(upload_id or "")
         if pending is None or not command.startswith("upload"):
             return self.answer(ep, 400, _bad("Unknown upload session or command."))
@@ -131,8 +124,7 @@ class GeminiFiles(GeminiBase):
             return self.answer(ep, 400, _bad(f"Upload offset {offset} does not match {len(session.data)}."))
         session.data += await request.body()
         if "finalize" not in command:
-            self.state.ledger.request(ep.name, ep.protocol, 200)
-            return Response(b"", headers={"x-goog-upload-status": "active"})
+            return counted(self.state.ledger, ep, 200, content=b"", headers={"x-goog-upload-status": "active"})
         del self.uploads[upload_id or ""]
         blob = self.state.files.put(
             bytes(session.data), session.mime_type, display_name=session.display_name, source="UPLOADED"
@@ -142,38 +134,28 @@ class GeminiFiles(GeminiBase):
         )
 
     async def get_file(self, request: Request) -> Response:
-        ep = self._endpoint(request)
-        if ep is None:
-            return not_found()
-        denied = self.auth_error(ep, request)
-        if denied is not None:
-            return denied
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         file_id, _, action = str(request.path_params["file_action"]).partition(":")
         blob = self.state.files.get(file_id)
         if blob is None or action not in ("", "download"):
-            return self.answer(ep, 404, error_body(404, "NOT_FOUND", "Requested entity was not found."))
+            return self.missing(ep)
         if action == "download" or request.query_params.get("alt") == "media":
-            self.state.ledger.request(ep.name, ep.protocol, 200)
-            return Response(blob.data, media_type=blob.mime_type)
+            return counted(self.state.ledger, ep, 200, content=blob.data, media_type=blob.mime_type)
         return self.answer(ep, 200, self.file_json(request, blob))
 
     async def delete_file(self, request: Request) -> Response:
-        ep = self._endpoint(request)
-        if ep is None:
-            return not_found()
-        denied = self.auth_error(ep, request)
-        if denied is not None:
-            return denied
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         if self.state.files.delete(str(request.path_params["file_action"])):
             return self.answer(ep, 200, {})
-        return self.answer(ep, 404, error_body(404, "NOT_FOUND", "Requested entity was not found."))
+        return self.missing(ep)
 
     async def list_files(self, request: Request) -> Response:
-        ep = self._endpoint(request)
-        if ep is None:
-            return not_found()
-        denied = self.auth_error(ep, request)
-        if denied is not None:
-            return denied
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         files = [self.file_json(request, b) for b in self.state.files.all() if b.source != "OUTPUT"]
         return self.answer(ep, 200, {"files": files})

@@ -6,13 +6,17 @@ import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
 from pipeline.clock import utcnow
+
+if TYPE_CHECKING:
+    from pipeline.sandbox.ledger import Ledger
+    from pipeline.sandbox.state import Endpoint
 
 #: seconds a reference download may take (connect and each read)
 FETCH_TIMEOUT_S = 10.0
@@ -63,6 +67,25 @@ def json_response(
 ) -> Response:
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     return Response(text, status_code=status, headers=headers, media_type=media_type)
+
+
+def counted(
+    ledger: Ledger,
+    ep: Endpoint,
+    status: int,
+    body: Any = None,
+    *,
+    generate: bool = False,
+    headers: dict[str, str] | None = None,
+    media_type: str | None = "application/json",
+    content: bytes | str | None = None,
+) -> Response:
+    """An answer of the simulated provider `ep`, counted in the ledger (`generate`: it asked for an image): `body`
+    as JSON, or `content` as it is. Every protocol answers through here."""
+    ledger.request(ep.name, ep.protocol, status, generate=generate)
+    if content is not None:
+        return Response(content, status_code=status, headers=headers, media_type=media_type)
+    return json_response(body, status, headers=headers, media_type=media_type or "application/json")
 
 
 async def read_json(request: Request) -> Any:

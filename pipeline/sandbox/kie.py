@@ -38,7 +38,15 @@ from pipeline.providers.kie_wire import ASPECT_RATIOS, MAX_IMAGE_INPUTS, MODEL, 
 from pipeline.sandbox.faults import Fault
 from pipeline.sandbox.files import new_id
 from pipeline.sandbox.generation import GenRequest, image_ratio, sha256_hex
-from pipeline.sandbox.http import FETCH_TIMEOUT_S, bearer_token, fetch_urls, json_response, provider_name, root_url
+from pipeline.sandbox.http import (
+    FETCH_TIMEOUT_S,
+    bearer_token,
+    counted,
+    fetch_urls,
+    json_response,
+    provider_name,
+    root_url,
+)
 from pipeline.sandbox.state import Decision, Endpoint, SandboxState
 
 FORMATS = {"png": "image/png", "jpg": "image/jpeg"}
@@ -158,8 +166,7 @@ class KieApi:
 
     def _envelope(self, ep: Endpoint, code: int, body: dict[str, Any], *, generate: bool = False) -> Response:
         status = code if code != 200 and ep.profile.error_status == "code" else 200
-        self.state.ledger.request(ep.name, ep.protocol, status, generate=generate)
-        return json_response(body, status)
+        return counted(self.state.ledger, ep, status, body, generate=generate)
 
     def _error(self, ep: Endpoint, err: KieError, *, generate: bool = False) -> Response:
         # `data: null` as in the error body a public client logged (captures: create-task.error-433)
@@ -286,12 +293,19 @@ class KieApi:
         return self._envelope(ep, 200, {"success": True, "code": 200, "msg": "File uploaded successfully",
                                         "data": result})
 
-    async def upload_base64(self, request: Request) -> Response:
+    def _upload_admit(self, request: Request) -> Endpoint | Response:
+        """The simulated provider an upload is for, or the file service's refusal (404, 401 for a bad key)."""
         ep = self._endpoint(request)
         if ep is None:
             return json_response({"success": False, "code": 404, "msg": "Not Found"}, 404)
         if not ep.accepts_key(bearer_token(request)):
             return self._upload_error(ep, 401, "Authentication failed: Invalid API Key")
+        return ep
+
+    async def upload_base64(self, request: Request) -> Response:
+        ep = self._upload_admit(request)
+        if isinstance(ep, Response):
+            return ep
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
@@ -308,11 +322,9 @@ class KieApi:
         return self._stored(ep, request, data, body["uploadPath"], name)
 
     async def upload_stream(self, request: Request) -> Response:
-        ep = self._endpoint(request)
-        if ep is None:
-            return json_response({"success": False, "code": 404, "msg": "Not Found"}, 404)
-        if not ep.accepts_key(bearer_token(request)):
-            return self._upload_error(ep, 401, "Authentication failed: Invalid API Key")
+        ep = self._upload_admit(request)
+        if isinstance(ep, Response):
+            return ep
         form = await request.form()
         upload, path, name = form.get("file"), form.get("uploadPath"), form.get("fileName")
         if upload is None or isinstance(upload, str):

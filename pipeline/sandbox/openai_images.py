@@ -43,7 +43,7 @@ from pipeline.sandbox.generation import (
     sha256_hex,
     truncated_b64,
 )
-from pipeline.sandbox.http import bearer_token, json_response, provider_name, root_url, token
+from pipeline.sandbox.http import bearer_token, counted, json_response, provider_name, root_url, token
 from pipeline.sandbox.state import Endpoint, SandboxState
 
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
@@ -264,9 +264,8 @@ class OpenAIImagesApi:
     def _respond(
         self, ep: Endpoint, status: int, body: Any, headers: dict[str, str] | None = None
     ) -> Response:
-        self.state.ledger.request(ep.name, ep.protocol, status, generate=True)
         headers = {"x-request-id": f"req_{token(24)}", **(headers or {})}
-        return json_response(body, status, headers=headers)
+        return counted(self.state.ledger, ep, status, body, generate=True, headers=headers)
 
     async def generations(self, request: Request) -> Response:
         return await self._handle(request, edit=False)
@@ -280,8 +279,8 @@ class OpenAIImagesApi:
             return json_response({"error": {"message": "Not found", "type": "invalid_request_error"}}, 404)
         if ep.protocol == "aimlapi":  # AIML serves both cases on /v1/images/generations, nothing on /edits
             if edit:
-                self.state.ledger.request(ep.name, ep.protocol, 404, generate=True)
-                return json_response(aiml_error_body(404, "Not Found", "/v1/images/edits"), 404)
+                return counted(self.state.ledger, ep, 404, aiml_error_body(404, "Not Found", "/v1/images/edits"),
+                               generate=True)
             return await self.aiml.handle(request, ep)
         try:
             key = bearer_token(request)
@@ -317,8 +316,8 @@ class OpenAIImagesApi:
         text = json.dumps(body, separators=(",", ":"))
         if decision.fault is Fault.MALFORMED:
             text = malformed_json(text)
-        self.state.ledger.request(ep.name, ep.protocol, 200, generate=True)
-        return Response(text, media_type="application/json", headers={"x-request-id": f"req_{token(24)}"})
+        return counted(self.state.ledger, ep, 200, generate=True, content=text,
+                       headers={"x-request-id": f"req_{token(24)}"})
 
     async def _read(self, request: Request, *, edit: bool) -> tuple[dict[str, Any], list[bytes | str]]:
         content_type = request.headers.get("content-type", "")

@@ -34,7 +34,7 @@ from pipeline.providers.base import ASPECT_RATIOS, RESOLUTIONS
 from pipeline.sandbox.faults import SPURIOUS_RETRY_S, Fault
 from pipeline.sandbox.files import new_id
 from pipeline.sandbox.generation import MAX_REFERENCE_IMAGES, GenRequest, image_ratio, sha256_hex
-from pipeline.sandbox.http import base_url, bearer_token, json_response, provider_name, rfc3339, root_url
+from pipeline.sandbox.http import base_url, bearer_token, counted, json_response, provider_name, rfc3339, root_url
 from pipeline.sandbox.replicate_files import ReplicateFiles
 from pipeline.sandbox.state import Decision, Endpoint, SandboxState
 
@@ -242,12 +242,11 @@ class ReplicateApi:
         ]
 
     def _answer(self, ep: Endpoint, status: int, body: Any, *, generate: bool = False) -> Response:
-        self.state.ledger.request(ep.name, ep.protocol, status, generate=generate)
-        return json_response(body, status)
+        return counted(self.state.ledger, ep, status, body, generate=generate)
 
     def _problem(self, ep: Endpoint, problem: Problem, *, generate: bool = False) -> Response:
-        self.state.ledger.request(ep.name, ep.protocol, problem.status, generate=generate)
-        return json_response(problem.body, problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
+        return counted(self.state.ledger, ep, problem.status, problem.body, generate=generate,
+                       headers=problem.headers, media_type=PROBLEM_JSON)
 
     def _endpoint(self, request: Request) -> Endpoint | None:
         return self.state.endpoint(provider_name(request), "replicate")
@@ -357,32 +356,32 @@ class ReplicateApi:
             pred.task.cancel()
         pred.finish("canceled")
 
-    def _lookup(self, request: Request) -> tuple[Endpoint | None, Prediction | None]:
+    def _prediction(self, request: Request) -> tuple[Endpoint, Prediction] | Response:
+        """The prediction a request names, with its simulated provider, or the answer refusing it (404 for a
+        provider name of another protocol or an unknown id, 401 for a key the profile does not accept)."""
         ep = self._endpoint(request)
+        if ep is None:
+            return json_response({"detail": "Not found.", "status": 404, "title": "Not found"}, 404)
         pred = self.predictions.get(str(request.path_params["prediction_id"]))
+        try:
+            self._check_key(ep, request)
+            if pred is None:
+                raise Problem(404, "Not found", "Not found.")
+        except Problem as problem:
+            return self._problem(ep, problem)
         return ep, pred
 
     async def get(self, request: Request) -> Response:
-        ep, pred = self._lookup(request)
-        if ep is None:
-            return json_response({"detail": "Not found.", "status": 404, "title": "Not found"}, 404)
-        try:
-            self._check_key(ep, request)
-            if pred is None:
-                raise Problem(404, "Not found", "Not found.")
-        except Problem as problem:
-            return self._problem(ep, problem)
+        found = self._prediction(request)
+        if isinstance(found, Response):
+            return found
+        ep, pred = found
         return self._answer(ep, 200, pred.to_json())
 
     async def cancel(self, request: Request) -> Response:
-        ep, pred = self._lookup(request)
-        if ep is None:
-            return json_response({"detail": "Not found.", "status": 404, "title": "Not found"}, 404)
-        try:
-            self._check_key(ep, request)
-            if pred is None:
-                raise Problem(404, "Not found", "Not found.")
-        except Problem as problem:
-            return self._problem(ep, problem)
+        found = self._prediction(request)
+        if isinstance(found, Response):
+            return found
+        ep, pred = found
         self._cancel(pred)
         return self._answer(ep, 200, pred.to_json())

@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline.sandbox.files import Blob
-from pipeline.sandbox.http import base_url, bearer_token, json_response, provider_name, rfc3339
-from pipeline.sandbox.state import SandboxState
+from pipeline.sandbox.http import base_url, bearer_token, counted, json_response, provider_name, rfc3339
+from pipeline.sandbox.state import Endpoint, SandboxState
 
 #: files expire a day after upload (the cassette's expires_at is created_at + 24 h)
 FILE_TTL = timedelta(hours=24)
@@ -64,15 +64,19 @@ class ReplicateFiles:
         file_id = file_id_of(url)
         return self.state.files.get(file_id) if file_id and file_id in self.meta else None
 
-    def _problem(self, ep_name: str, status: int, title: str, detail: str) -> Response:
-        self.state.ledger.request(ep_name, "replicate", status)
-        return json_response({"title": title, "detail": detail, "status": status}, status, media_type=PROBLEM_JSON)
+    def _problem(self, ep: Endpoint, status: int, title: str, detail: str) -> Response:
+        body = {"title": title, "detail": detail, "status": status}
+        return counted(self.state.ledger, ep, status, body, media_type=PROBLEM_JSON)
 
-    def _endpoint(self, request: Request) -> str | None:
+    def _admit(self, request: Request) -> Endpoint | Response:
+        """The simulated provider a files request is for, or the answer refusing it (404 for a provider name of
+        another protocol, Replicate's 401 for a key the profile does not accept)."""
         ep = self.state.endpoint(provider_name(request), "replicate")
         if ep is None:
-            return None
-        return ep.name if ep.accepts_key(bearer_token(request)) else ""
+            return json_response({"detail": "Not found.", "status": 404, "title": "Not found"}, 404)
+        if not ep.accepts_key(bearer_token(request)):
+            return self._problem(ep, 401, "Unauthenticated", "You did not pass a valid authentication token")
+        return ep
 
     def _json(self, request: Request, blob: Blob) -> dict[str, Any]:
         meta = self.meta[blob.id]
@@ -85,61 +89,52 @@ class ReplicateFiles:
         }
 
     async def create(self, request: Request) -> Response:
-        name = self._endpoint(request)
-        if name is None:
-            return json_response({"detail": "Not found.", "status": 404, "title": "Not found"}, 404)
-        if not name:
-            return self._problem(provider_name(request) or "replicate", 401, "Unauthenticated",
-                                 "You did not pass a valid authentication token")
+        ep = self._admit(request)
+        if isinstance(ep, Response):
+            return ep
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            return self._problem(name, 400, "Bad request", "Expected multipart/form-data with a 'content' file.")
+            return self._problem(ep, 400, "Bad request", "Expected multipart/form-data with a 'content' file.")
         form = await request.form(max_files=1)
         upload = form.get("content")
         if not isinstance(upload, UploadFile):
-            return self._problem(name, 400, "Bad request", "Missing file field 'content'.")
+            return self._problem(ep, 400, "Bad request", "Missing file field 'content'.")
         data = await upload.read()
         if len(data) > MAX_UPLOAD_BYTES:
-            return self._problem(name, 413, "Payload too large", f"Files are limited to {MAX_UPLOAD_BYTES} bytes.")
+            return self._problem(ep, 413, "Payload too large", f"Files are limited to {MAX_UPLOAD_BYTES} bytes.")
         raw_meta = form.get("metadata")
         try:
             metadata = json.loads(raw_meta) if isinstance(raw_meta, str) and raw_meta else {}
         except ValueError:
-            return self._problem(name, 400, "Bad request", "metadata must be a JSON object.")
+            return self._problem(ep, 400, "Bad request", "metadata must be a JSON object.")
         mime = upload.content_type or "application/octet-stream"
         blob = self.state.files.put(data, mime, display_name=upload.filename or "file", source="UPLOADED")
         self.meta[blob.id] = {"sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest(),
                               "metadata": metadata}
-        self.state.ledger.request(name, "replicate", 201)
-        return json_response(self._json(request, blob), 201)
+        return counted(self.state.ledger, ep, 201, self._json(request, blob))
 
     async def get(self, request: Request) -> Response:
-        name = self._endpoint(request)
-        if not name:
-            return self._problem(provider_name(request) or "replicate", 401, "Unauthenticated",
-                                 "You did not pass a valid authentication token")
+        ep = self._admit(request)
+        if isinstance(ep, Response):
+            return ep
         blob = self.state.files.get(_file_id(request))
         if blob is None or blob.id not in self.meta:
-            return self._problem(name, 404, "Not found", "Not found.")
-        self.state.ledger.request(name, "replicate", 200)
-        return json_response(self._json(request, blob))
+            return self._problem(ep, 404, "Not found", "Not found.")
+        return counted(self.state.ledger, ep, 200, self._json(request, blob))
 
     async def list(self, request: Request) -> Response:
-        name = self._endpoint(request)
-        if not name:
-            return self._problem(provider_name(request) or "replicate", 401, "Unauthenticated",
-                                 "You did not pass a valid authentication token")
+        ep = self._admit(request)
+        if isinstance(ep, Response):
+            return ep
         blobs = [b for b in self.state.files.all() if b.id in self.meta]
-        self.state.ledger.request(name, "replicate", 200)
-        return json_response({"next": None, "previous": None, "results": [self._json(request, b) for b in blobs]})
+        body = {"next": None, "previous": None, "results": [self._json(request, b) for b in blobs]}
+        return counted(self.state.ledger, ep, 200, body)
 
     async def delete(self, request: Request) -> Response:
-        name = self._endpoint(request)
-        if not name:
-            return self._problem(provider_name(request) or "replicate", 401, "Unauthenticated",
-                                 "You did not pass a valid authentication token")
+        ep = self._admit(request)
+        if isinstance(ep, Response):
+            return ep
         file_id = _file_id(request)
         if file_id not in self.meta or not self.state.files.delete(file_id):
-            return self._problem(name, 404, "Not found", "Not found.")
+            return self._problem(ep, 404, "Not found", "Not found.")
         del self.meta[file_id]
-        self.state.ledger.request(name, "replicate", 204)
-        return Response(status_code=204)
+        return counted(self.state.ledger, ep, 204, content=b"", media_type=None)
