@@ -304,32 +304,35 @@ class GeminiBatchApi(GeminiBase):
 
     # -- get / list / cancel / delete ------------------------------------------------------------------------
 
-    def _job(self, ep: Endpoint, batch_id: str) -> BatchJob | None:
+    def _job(self, request: Request, batch_id: str) -> tuple[Endpoint, BatchJob] | Response:
+        """The batch a request names, with its simulated provider, or the answer refusing it (404 for an unknown
+        id or another provider's batch, the auth error)."""
+        ep = self.admit(request)
+        if isinstance(ep, Response):
+            return ep
         job = self.jobs.get(f"batches/{batch_id}")
-        return job if job is not None and job.endpoint.name == ep.name else None
+        if job is None or job.endpoint.name != ep.name:
+            return self.missing(ep)
+        return ep, job
 
     async def batch_get(self, request: Request) -> Response:
         batch_id = str(request.path_params["batch_action"])
         if ":" in batch_id:
             return not_found()
-        ep = self.admit(request)
-        if isinstance(ep, Response):
-            return ep
-        job = self._job(ep, batch_id)
-        if job is None:
-            return self.missing(ep)
+        found = self._job(request, batch_id)
+        if isinstance(found, Response):
+            return found
+        ep, job = found
         return self.answer(ep, 200, job.operation())
 
     async def batch_post(self, request: Request) -> Response:
         batch_id, _, action = str(request.path_params["batch_action"]).partition(":")
         if action != "cancel":
             return not_found()
-        ep = self.admit(request)
-        if isinstance(ep, Response):
-            return ep
-        job = self._job(ep, batch_id)
-        if job is None:
-            return self.missing(ep)
+        found = self._job(request, batch_id)
+        if isinstance(found, Response):
+            return found
+        ep, job = found
         if not job.done:
             if job.task is not None:
                 job.task.cancel()
@@ -337,13 +340,10 @@ class GeminiBatchApi(GeminiBase):
         return self.answer(ep, 200, {})
 
     async def batch_delete(self, request: Request) -> Response:
-        batch_id = str(request.path_params["batch_action"])
-        ep = self.admit(request)
-        if isinstance(ep, Response):
-            return ep
-        job = self._job(ep, batch_id)
-        if job is None:
-            return self.missing(ep)
+        found = self._job(request, str(request.path_params["batch_action"]))
+        if isinstance(found, Response):
+            return found
+        ep, job = found
         if job.task is not None and not job.done:
             job.task.cancel()
         del self.jobs[job.name]
