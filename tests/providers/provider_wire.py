@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
 from pipeline.config import ProviderConfig
 from pipeline.errors import ProviderError
 from pipeline.presets import PRESETS
-from pipeline.providers.base import SIZES
+from pipeline.providers.base import SIZES, CallHooks, ImageRequest, Provider
 
 #: a fake key; every test checks it never shows in an error
 KEY = "sk-test-SECRET-7f3a9c"
@@ -84,6 +85,15 @@ def assert_no_key(err: BaseException) -> None:
         assert KEY not in text
     if isinstance(err, ProviderError):
         assert KEY not in err.message
+
+
+def expect_error(provider: Provider, request: ImageRequest, hooks: CallHooks | None = None) -> ProviderError:
+    """The ProviderError `provider` raises for `request`: it names the provider and never shows the key."""
+    with pytest.raises(ProviderError) as info:
+        provider.generate(request, hooks or CallHooks())
+    assert_no_key(info.value)
+    assert info.value.provider == provider.name
+    return info.value
 
 
 # --- Gemini captured bodies (PROVIDERS.md §1-2) ---------------------------------------------------------

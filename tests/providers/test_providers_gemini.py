@@ -34,9 +34,9 @@ from tests.providers.provider_wire import (
     GEMINI_TEXT_ONLY,
     KEY,
     Recorder,
-    assert_no_key,
     b64,
     config,
+    expect_error,
     gemini_429,
     gemini_ok,
     image_bytes,
@@ -53,11 +53,7 @@ def provider(rec: Recorder, preset: str = "google", **over: object) -> GeminiPro
 
 
 def fail(rec: Recorder, request: ImageRequest = REQ, preset: str = "google") -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider(rec, preset).generate(request, CallHooks())
-    assert_no_key(info.value)
-    assert info.value.provider == preset
-    return info.value
+    return expect_error(provider(rec, preset), request)
 
 
 def test_success_usage_cost_and_wire_request() -> None:

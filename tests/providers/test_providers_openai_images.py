@@ -26,9 +26,9 @@ from pipeline.providers.pricing import PricingError
 from tests.providers.provider_wire import (
     KEY,
     Recorder,
-    assert_no_key,
     b64,
     config,
+    expect_error,
     image_bytes,
     respond,
     sized,
@@ -57,11 +57,7 @@ def provider(rec: Recorder, preset: str = "laozhang-openai", **over: object) -> 
 
 
 def fail(rec: Recorder, request: ImageRequest = REQ, preset: str = "laozhang-openai") -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider(rec, preset).generate(request, CallHooks())
-    assert_no_key(info.value)
-    assert info.value.provider == preset
-    return info.value
+    return expect_error(provider(rec, preset), request)
 
 
 def test_generations_b64_wire_and_flat_price() -> None:

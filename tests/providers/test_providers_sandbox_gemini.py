@@ -22,7 +22,7 @@ from pipeline.errors import (
 from pipeline.providers.base import SIZES, CallHooks, ImageRequest, Reference
 from pipeline.providers.gemini import GeminiProvider
 from pipeline.providers.images import validate_image
-from tests.providers.provider_wire import KEY, assert_no_key, config, image_bytes
+from tests.providers.provider_wire import KEY, config, expect_error, image_bytes
 
 
 def gem(
@@ -38,17 +38,7 @@ def billed(sandbox: Any, account: str = "gemini") -> tuple[int, Decimal]:
 
 
 def fail(p: GeminiProvider, prompt: str, **req: Any) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        p.generate(
-            ImageRequest(
-                prompt=prompt,
-                resolution=req.get("resolution", "1K"),
-                aspect_ratio=req.get("aspect_ratio", "1:1"),
-            ),
-            CallHooks(),
-        )
-    assert_no_key(info.value)
-    return info.value
+    return expect_error(p, ImageRequest(prompt, req.get("resolution", "1K"), req.get("aspect_ratio", "1:1")))
 
 
 def test_success_cost_from_usage_equals_ledger(sandbox: Any, http: httpx.Client) -> None:

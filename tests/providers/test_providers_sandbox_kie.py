@@ -32,7 +32,7 @@ from pipeline.providers.kie_refs import KieUploads, PresignedReferences
 from pipeline.storage.factory import open_storage
 from tests.providers.corpus import shape_problems
 from tests.providers.kie_helpers import capture
-from tests.providers.provider_wire import KEY, assert_no_key, config, image_bytes
+from tests.providers.provider_wire import KEY, config, expect_error, image_bytes
 
 
 def kie(sandbox: Any, http: httpx.Client, name: str = "kie", **over: Any) -> KieProvider:
@@ -52,10 +52,7 @@ def ref(w: int, h: int) -> Reference:
 
 
 def fail(p: KieProvider, prompt: str) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        p.generate(ImageRequest(prompt, "1K", "1:1"), CallHooks())
-    assert_no_key(info.value)
-    return info.value
+    return expect_error(p, ImageRequest(prompt, "1K", "1:1"))
 
 
 def test_success_saves_the_task_id_and_costs_what_the_ledger_bills(sandbox: Any, http: httpx.Client) -> None:

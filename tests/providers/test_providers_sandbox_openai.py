@@ -18,10 +18,10 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
-from pipeline.providers.base import SIZES, CallHooks, ImageRequest, Reference
+from pipeline.providers.base import SIZES, ImageRequest, Reference
 from pipeline.providers.images import validate_image
 from pipeline.providers.openai_images import OpenAIImagesProvider
-from tests.providers.provider_wire import KEY, assert_no_key, config, image_bytes, sandbox_serves
+from tests.providers.provider_wire import KEY, config, expect_error, image_bytes, sandbox_serves
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,10 +42,7 @@ def billed(sandbox: Any, account: str = "laozhang-openai") -> tuple[int, Decimal
 
 
 def fail(p: OpenAIImagesProvider, prompt: str) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        p.generate(ImageRequest(prompt, "1K", "1:1"), CallHooks())
-    assert_no_key(info.value)
-    return info.value
+    return expect_error(p, ImageRequest(prompt, "1K", "1:1"))
 
 
 @pytest.mark.parametrize("response_format", ["b64_json", "url"])

@@ -22,7 +22,7 @@ from pipeline.errors import (
 from pipeline.providers.base import SIZES, CallHooks, ImageRequest, Reference
 from pipeline.providers.images import validate_image
 from pipeline.providers.replicate import ReplicateProvider
-from tests.providers.provider_wire import KEY, assert_no_key, config, image_bytes, sandbox_serves
+from tests.providers.provider_wire import KEY, config, expect_error, image_bytes, sandbox_serves
 
 PATH = "/v1/models/google/nano-banana-pro/predictions"
 
@@ -51,10 +51,7 @@ def billed(sandbox: Any, account: str = "replicate") -> tuple[int, Decimal]:
 
 
 def fail(p: ReplicateProvider, prompt: str, hooks: CallHooks | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        p.generate(ImageRequest(prompt, "1K", "1:1"), hooks or CallHooks())
-    assert_no_key(info.value)
-    return info.value
+    return expect_error(p, ImageRequest(prompt, "1K", "1:1"), hooks)
 
 
 def test_success_saves_id_and_cost_equals_ledger(sandbox: Any, http: httpx.Client) -> None:
