@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -40,6 +40,16 @@ MAX_ANSWER_BYTES = 128 * 1024 * 1024
 OutputGuard = Callable[[str], None]
 #: extra wall-clock time a call may take beyond config.timeout_s (connect, answer transfer, a download)
 DEADLINE_MARGIN_S = 30.0
+
+
+class AdapterOptions(TypedDict, total=False):
+    """What every HTTP adapter takes besides its config, key and client (HttpAdapter.__init__'s keywords): an
+    adapter with options of its own passes these on as `**options: Unpack[AdapterOptions]`."""
+
+    #: a regional endpoint of the config (`regions:`)
+    region: str | None
+    clock: Clock
+    output_guard: OutputGuard | None
 
 
 class HttpAdapter:

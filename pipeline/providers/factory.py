@@ -15,13 +15,11 @@ kie             KieProvider (Kie.ai Market task API); references become URLs thr
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
-from pipeline.providers.adapter import OutputGuard
+from pipeline.providers.adapter import AdapterOptions, OutputGuard
 from pipeline.providers.base import Provider
 from pipeline.providers.gemini import GeminiProvider
 from pipeline.providers.gemini_batch import GeminiBatchClient
@@ -48,7 +46,7 @@ def make_provider(
     """The adapter for `config.kind`. No I/O; raises InputError when the config cannot work (no base_url).
     `output_guard` checks URLs a provider answers with before they are downloaded (see runtime); `storage`
     (the backend itself, not the spool), `inbox` and `public_base_url` serve task APIs (kie)."""
-    kw: dict[str, Any] = {"region": region, "clock": clock, "output_guard": output_guard}
+    kw: AdapterOptions = {"region": region, "clock": clock, "output_guard": output_guard}
     if config.kind == "sandbox":
         config = config.model_copy(update={"auth": "header"})
         return GeminiProvider(config, api_key, client, **kw)

@@ -26,11 +26,10 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
-from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
 from pipeline.errors import (
     DailyQuotaExceeded,
@@ -38,7 +37,7 @@ from pipeline.errors import (
     ProviderError,
     ProviderUnavailable,
 )
-from pipeline.providers.adapter import HttpAdapter, OutputGuard
+from pipeline.providers.adapter import AdapterOptions, HttpAdapter
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult
 from pipeline.providers.gemini_answer import parse_generate_response
 from pipeline.providers.gemini_errors import classify_error, details
@@ -97,12 +96,10 @@ class GeminiProvider(HttpAdapter):
         api_key: str | None,
         client: httpx.Client,
         *,
-        region: str | None = None,
         batch_prices: bool = False,
-        clock: Clock = utcnow,
-        output_guard: OutputGuard | None = None,
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
+        super().__init__(config, api_key, client, **options)
         self._batch = batch_prices
         self.flex = config.service_tier == "flex"
         self.url = f"{self.base_url}/v1beta/models/{model_path(config.model)}:generateContent"

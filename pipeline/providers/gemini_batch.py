@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
 from pipeline.errors import InputError, ProviderError, ProviderUnavailable
-from pipeline.providers.adapter import HttpAdapter, OutputGuard
+from pipeline.providers.adapter import AdapterOptions, HttpAdapter
 from pipeline.providers.base import ImageRequest, ImageResult
 from pipeline.providers.gemini import auth_headers, model_path, request_body
 from pipeline.providers.gemini_answer import parse_generate_response
@@ -62,12 +61,10 @@ class GeminiBatchClient(HttpAdapter):
         api_key: str | None,
         client: httpx.Client,
         *,
-        region: str | None = None,
-        clock: Clock = utcnow,
-        output_guard: OutputGuard | None = None,
         inline_max_bytes: int = INLINE_MAX_BYTES,
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
+        super().__init__(config, api_key, client, **options)
         self.inline_max_bytes = inline_max_bytes
         self._model = model_path(config.model)
 

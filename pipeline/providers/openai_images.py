@@ -34,11 +34,10 @@ import base64
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
-from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
 from pipeline.dialect import size_fits
 from pipeline.errors import (
@@ -51,7 +50,7 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
-from pipeline.providers.adapter import HttpAdapter, OutputGuard
+from pipeline.providers.adapter import AdapterOptions, HttpAdapter
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, Reference, expected_size
 from pipeline.providers.http import MAX_MESSAGE_CHARS, decode_data_url, retry_after_s, short_text
 from pipeline.providers.images import decode_b64, image_mime, validate_image
@@ -143,12 +142,10 @@ class OpenAIImagesProvider(HttpAdapter):
         api_key: str | None,
         client: httpx.Client,
         *,
-        region: str | None = None,
-        clock: Clock = utcnow,
-        output_guard: OutputGuard | None = None,
         references: ReferenceHost | None = None,
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
+        super().__init__(config, api_key, client, **options)
         #: where references above the dialect's inline size go by URL (presigned storage URLs); None: nowhere
         self._references = references
         base = self.base_url

@@ -33,12 +33,11 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 
-from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
 from pipeline.errors import (
     AuthError,
@@ -52,7 +51,7 @@ from pipeline.errors import (
     QuotaExhausted,
     RateLimited,
 )
-from pipeline.providers.adapter import HttpAdapter, OutputGuard
+from pipeline.providers.adapter import AdapterOptions, HttpAdapter
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult
 from pipeline.providers.http import MAX_MESSAGE_CHARS, retry_after_s, short_text
 from pipeline.providers.images import image_mime, validate_image
@@ -127,17 +126,15 @@ class ReplicateProvider(HttpAdapter):
         api_key: str | None,
         client: httpx.Client,
         *,
-        region: str | None = None,
-        clock: Clock = utcnow,
-        output_guard: OutputGuard | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         poll_interval_s: float = POLL_INTERVAL_S,
+        **options: Unpack[AdapterOptions],
     ) -> None:
         owner, _, name = config.model.partition("/")
         if not owner or not name or "/" in name:
             raise InputError("model must be owner/name", where=f"providers.{config.name}.model")
-        super().__init__(config, api_key, client, region=region, clock=clock, output_guard=output_guard)
+        super().__init__(config, api_key, client, **options)
         self._sleep = sleep
         self._monotonic = monotonic
         self.poll_interval_s = poll_interval_s
