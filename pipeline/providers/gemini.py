@@ -2,14 +2,9 @@
 
 The wire format lives in three functions the batch client reuses: `request_body` (one request),
 `parse_generate_response` (one answer -> ImageResult or an error) and `classify_error` (an error envelope
--> the error tree). `GeminiProvider` adds the HTTP call. Errors are classified here, once:
+-> the error tree). `GeminiProvider` adds the HTTP call. Errors are classified once: HTTP error answers
+in pipeline.providers.gemini_errors (its docstring has the table), answers of HTTP 200 in gemini_answer:
 
-    429 RESOURCE_EXHAUSTED        RateLimited(retry_after_s from RetryInfo.retryDelay, else "retry in Ns")
-      quotaId *PerDay*/value "0"  DailyQuotaExceeded(until = next reset at config.day_reset_hour_utc)
-    500/502/503/504, other 5xx    ProviderUnavailable
-    400 API_KEY_INVALID, 401, 403 AuthError;  400 FAILED_PRECONDITION (billing/region): AuthError
-    402                           QuotaExhausted (resellers out of credit)
-    other 4xx                     InvalidRequest(error.message)
     200 promptFeedback.blockReason ContentBlocked("prompt blocked: <reason>")
     200 finishReason IMAGE_SAFETY.. ContentBlocked("image blocked: <reason>: <first sentence>")
     200 STOP with only text        ContentBlocked("no image: model answered with text: <200 chars>")

@@ -143,6 +143,11 @@ class ReplicateProvider(HttpAdapter):
         )
         self.wait_s = max(1, min(MAX_WAIT_S, int(config.timeout_s)))
 
+    def _error(self, resp: httpx.Response, payload: Any) -> ProviderError:
+        """An error answer of this provider (its parsed body `payload`) as the right error."""
+        return classify_error(resp.status_code, payload, provider=self.name, headers=resp.headers, now=self._clock(),
+                              text=resp.text[:MAX_MESSAGE_CHARS])
+
     def __repr__(self) -> str:
         return f"ReplicateProvider(name={self.name!r}, url={self.create_url!r})"
 
@@ -198,14 +203,7 @@ class ReplicateProvider(HttpAdapter):
         )
         payload = self.json_of(resp)
         if resp.status_code not in (200, 201, 202):
-            raise classify_error(
-                resp.status_code,
-                payload,
-                provider=self.name,
-                headers=resp.headers,
-                now=self._clock(),
-                text=resp.text[:MAX_MESSAGE_CHARS],
-            )
+            raise self._error(resp, payload)
         if not isinstance(payload, Mapping) or not isinstance(payload.get("id"), str) or not payload["id"]:
             # created (and maybe billed) but we cannot name it: nothing to resume
             raise ProviderUnavailable(
@@ -239,10 +237,7 @@ class ReplicateProvider(HttpAdapter):
         )
         payload = self.json_of(resp)
         if resp.status_code not in (200, 201):
-            raise classify_error(
-                resp.status_code, payload, provider=self.name, headers=resp.headers, now=self._clock(),
-                text=resp.text[:MAX_MESSAGE_CHARS],
-            )
+            raise self._error(resp, payload)
         urls = payload.get("urls") if isinstance(payload, Mapping) else None
         url = urls.get("get") if isinstance(urls, Mapping) else None
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
@@ -264,14 +259,7 @@ class ReplicateProvider(HttpAdapter):
         payload = self.json_of(resp)
         if resp.status_code == 200 and isinstance(payload, Mapping) and payload.get("status"):
             return payload
-        err = classify_error(
-            resp.status_code,
-            payload,
-            provider=self.name,
-            headers=resp.headers,
-            now=self._clock(),
-            text=resp.text[:MAX_MESSAGE_CHARS],
-        )
+        err = self._error(resp, payload)
         if resp.status_code == 200 or isinstance(err, RateLimited | ProviderUnavailable):
             return float(max(err.retry_after_s or 0.0, self.poll_interval_s))
         if resp.status_code == 404:  # gone: nothing left to resume, the next attempt must create anew
