@@ -1,7 +1,9 @@
 """Gemini API routes: `models/{model}:generateContent` (and `:streamGenerateContent`), model info.
 
 Served under /v1beta/ and /v1/ (google-genai with a custom base_url calls /v1/), and under /p/{name}/.
-Auth: `x-goog-api-key`, `Authorization: Bearer` or `?key=`.
+Auth: `x-goog-api-key`, `Authorization: Bearer` or `?key=`. Gemini-format resellers differ by profile: where the
+image goes (`image_in`), an answer without an image billed as a call (`bill_empty_answers`) and laozhang.ai's 429 for
+a spent balance (`no_credit: insufficient_user_quota`), as tests/providers/captures/laozhang documents them.
 """
 
 from __future__ import annotations
