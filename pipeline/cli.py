@@ -367,7 +367,7 @@ def worker(config: ConfigOpt = None,
            ) -> None:
     """Run a worker: Celery consumer (threads pool) plus dispatcher, sweeper and lease renewal."""
     from pipeline.background import Background
-    from pipeline.worker import make_celery, publisher
+    from pipeline.worker import make_celery, node_name, publisher
 
     settings = settings_from(config)
     names = sorted(n for n, p in settings.providers.items() if not p.base_url)
@@ -383,7 +383,7 @@ def worker(config: ConfigOpt = None,
         bg.start()
         try:
             app_.worker_main(["worker", "--pool=threads", f"--concurrency={conc}", "--loglevel=INFO",
-                              "--without-gossip", "--without-mingle", "-Q", "pipeline"])
+                              "--without-gossip", "--without-mingle", "-Q", "pipeline", f"--hostname={node_name()}"])
         finally:
             bg.stop()
 

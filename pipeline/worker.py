@@ -8,6 +8,8 @@ What differs per broker (Redis, RabbitMQ, memory) is in pipeline.brokers.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -91,6 +93,13 @@ def process_item_task(item_id: int) -> str:
         raise Reject(type(e).__name__, requeue=True) from None
 
 
+def node_name() -> str:
+    """This worker's Celery node name, one per process: Celery names every worker `celery@host`, and on RabbitMQ
+    each node's remote-control queue (`<node>.celery.pidbox`) is exclusive to one connection, so a second worker
+    process on the same host under the same name could not declare it and would never start consuming."""
+    return f"pipeline-{os.getpid()}@{socket.gethostname()}"
+
+
 def publisher(app: Celery) -> Callable[[Sequence[int]], None]:
     """Publish many item ids on one producer connection (much faster than one delay() each)."""
     task = app.tasks[TASK_NAME]
@@ -108,7 +117,7 @@ def embedded_worker(app: Celery, concurrency: int) -> Iterator[Any]:
     """A Celery worker (threads pool) in a thread of this process, for the embedded mode and `run`."""
     from celery.worker import WorkController
 
-    worker = WorkController(app=app, concurrency=concurrency, pool="threads", loglevel="WARNING",
+    worker = WorkController(app=app, hostname=node_name(), concurrency=concurrency, pool="threads", loglevel="WARNING",
                             without_heartbeat=True, without_mingle=True, without_gossip=True,
                             queues=[QUEUE])
     t = threading.Thread(target=worker.start, name="celery-worker", daemon=True)

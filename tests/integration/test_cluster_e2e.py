@@ -13,13 +13,14 @@ import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
 import yaml
 
 from pipeline.sandbox.server import start_sandbox
-from tests.fixtures.services import rabbitmq_queues
+from tests.fixtures.services import rabbitmq_queues, rabbitmqctl
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
@@ -100,6 +101,11 @@ def test_submit_workers_status_report_rerun(broker: str, request: pytest.Fixture
             queues = rabbitmq_queues(broker_url)
             assert queues["pipeline"]["type"] == "quorum", queues
             assert not [q for q in queues if q.startswith("celery_delayed")], sorted(queues)
+            # both workers consume: each has its own node name, so its own (exclusive) remote-control queue
+            out = rabbitmqctl("list_consumers", "-p", urlsplit(broker_url).path.lstrip("/"), "--no-table-headers",
+                              "queue_name")
+            assert out.split().count("pipeline") == 2, out + "\n".join(w.stderr.read() for w in workers
+                                                                      if w.poll() is not None and w.stderr)
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
