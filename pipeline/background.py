@@ -1,5 +1,6 @@
 """The loops every processing process runs beside its task threads: dispatcher, sweeper, lease renewal and
-spool flushing. In `pipeline worker` they run in a thread; in `pipeline run` the main thread drives them."""
+spool flushing. In `pipeline worker` and `pipeline beat` they run in a thread; in `pipeline run` the main
+thread drives them. pipeline.processing composes them with Celery (and starts and stops the lease renewer)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class Background:
     def sweep(self) -> None:
         w = self.rt.settings.worker
         sweep(self.rt.sessions, self.rt.ctx.clock(), queued_timeout_s=w.queued_timeout_s,
-              caps=self.rt.settings.budget, on_done=run_end_hook(self.rt.settings.notify))
+              on_done=run_end_hook(self.rt.settings.notify))
 
     def notify(self) -> None:
         """Send the job notifications that are due (claimed by whichever process saw the event)."""
@@ -85,7 +86,7 @@ class Background:
             log.warning("closing sweep failed: %s: %s", type(e).__name__, e)
 
     def start(self) -> None:
-        self.renewer.start()
+        """Run `tick` in a thread until `stop` (the lease renewer is started on its own)."""
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
         self._thread.start()
 
@@ -100,4 +101,3 @@ class Background:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.renewer.stop()

@@ -119,8 +119,8 @@ def serve_callbacks(database_url: str, host: str, port: int, *, pool_size: int =
     """Run the receiver in the foreground (`pipeline callbacks`): migrate, then serve until interrupted."""
     import uvicorn
 
+    from pipeline.db.migrate import migrate
     from pipeline.db.session import make_engine, make_sessionmaker
-    from pipeline.runtime import migrate
 
     engine = make_engine(database_url, pool_size=pool_size)
     try:

@@ -5,71 +5,49 @@ Exit codes: 0 ok, 1 some items failed or were blocked, 2 invalid input (nothing 
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline import services
 from pipeline.clock import utcnow
-from pipeline.config import Settings, load_settings
-from pipeline.errors import InputError, PipelineError
+from pipeline.commands import callbacks as callbacks_command
+from pipeline.commands import probe as probe_command
+from pipeline.commands import providers as providers_command
+from pipeline.commands import review as review_command
+from pipeline.commands import schedule as schedule_command
+from pipeline.commands.common import (
+    ConfigOpt,
+    JobProgress,
+    JsonOpt,
+    emit_json,
+    err,
+    fail,
+    guarded,
+    job_id_of,
+    job_providers,
+    money,
+    out,
+    process_with_progress,
+    render_summary,
+    settings_from,
+    with_runtime,
+)
+from pipeline.errors import InputError
 from pipeline.reports import render
 from pipeline.reports.queries import JobSummary, Totals
-from pipeline.runtime import Runtime, open_runtime
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch image generation pipeline.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(db_app, name="db")
-out = Console()
-err = Console(stderr=True)
-
-T = TypeVar("T")
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.yaml to read (default: ./pipeline.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
-
-
-def fail(e: PipelineError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(2 if isinstance(e, InputError) else 1)
-
-
-def guarded(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except PipelineError as e:
-        fail(e)
-
-
-def settings_from(config: Path | None) -> Settings:
-    from pipeline.logging_setup import configure_logging
-
-    s = guarded(lambda: load_settings(config))
-    guarded(lambda: configure_logging(s))
-    return s
-
-
-def money(v: Any) -> str:
-    return f"${v:,.2f}" if not isinstance(v, str) else v
-
-
-def render_summary(s: JobSummary, *, scope: str = "") -> None:
-    render.render_summary(out, s, scope=scope)
-
-
-def emit_json(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
 
 
 @app.command()
@@ -77,8 +55,8 @@ def validate(manifest: Path, config: ConfigOpt = None) -> None:
     """Check a manifest (and its references and templates) without writing anything."""
     settings = settings_from(config)
     loaded = guarded(lambda: services.load(manifest, settings))
-    out.print(f"[green]ok[/] {manifest}: job {loaded.manifest.job!r}, {len(loaded.specs)} items, "
-              f"providers {', '.join(loaded.manifest.providers)}")
+    out.print(f"[green]ok[/] {escape(str(manifest))}: job {escape(repr(loaded.manifest.job))}, "
+              f"{len(loaded.specs)} items, providers {escape(', '.join(loaded.manifest.providers))}")
 
 
 @app.command()
@@ -101,7 +79,7 @@ def estimate(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
     for r in rows:
         cost = "unpriced " + ",".join(r.unpriced) if r.cost_usd is None else money(r.cost_usd)
         saved = "" if r.cost_usd is None else money(r.list_cost_usd - r.cost_usd)
-        t.add_row(r.provider, str(r.images), cost, money(r.list_cost_usd), saved)
+        t.add_row(escape(r.provider), str(r.images), escape(cost), money(r.list_cost_usd), saved)
     out.print(t)
 
 
@@ -116,9 +94,10 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
         started = utcnow()
         res = guarded(lambda: services.submit(rt, loaded, started))
         if not as_json:
-            out.print(f"job {res.job_id} {res.name}: {len(loaded.specs)} items ({res.summary()})")
-        final = _process_with_progress(rt, res.job_id, len(loaded.specs), as_json=as_json, concurrency=concurrency)
-        this_run = services.summary(rt, res.job_id, since=started)
+            out.print(f"job {res.job_id} {escape(res.name)}: {len(loaded.specs)} items ({res.summary()})")
+        final = process_with_progress(rt, res.job_id, len(loaded.specs), as_json=as_json, concurrency=concurrency)
+        services.flush_spool(rt)
+        this_run = services.summary(rt, res.job_id, since=started, with_spool=True)
     if as_json:
         emit_json(this_run.as_json())
     else:
@@ -127,42 +106,14 @@ def run(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False,
         if t.images == 0 and t.cache_hits > 0:
             out.print(f"[green]nothing new generated:[/] all {t.cache_hits} images came from the cache, "
                       f"$0.00 spent, {money(t.saved_usd)} saved against the list price")
-    raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
-
-
-class JobProgress:
-    """The progress bar of `run`, `rerun` and `status --watch` (on stderr; disabled with --json)."""
-
-    def __init__(self, label: str, total: int | None, *, disable: bool = False) -> None:
-        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, disable=disable)
-        self._task = self._bar.add_task(label, total=total, detail="")
-
-    def __enter__(self) -> JobProgress:
-        self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
-
-    def update(self, s: JobSummary) -> None:
-        c = s.counts
-        done = sum(c[k] for k in ("succeeded", "cached", "failed", "blocked", "cancelled"))
-        self._bar.update(self._task, total=sum(c.values()), completed=done,
-                         detail=f"ok {c['succeeded']} cached {c['cached']} failed {c['failed']} "
-                                f"running {c['running']} ${s.totals.cost_usd:.2f}")
-
-
-def _process_with_progress(rt: Runtime, job_id: int, total: int, *, as_json: bool,
-                           concurrency: int | None = None) -> JobSummary:
-    """Process a job here to the end, with a progress bar."""
-    with JobProgress(f"job {job_id}", total, disable=as_json) as bar:
-        return services.process_here(rt, job_id, concurrency=concurrency, on_progress=bar.update)
+    raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] or this_run.spooled_items else 0)
 
 
 @app.command()
 def submit(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Submit a manifest; workers (`pipeline worker`) process it. Prints the job id at once."""
+    from pipeline.runtime import open_runtime
+
     settings = settings_from(config)
     loaded = guarded(lambda: services.load(manifest, settings))
     rt = guarded(lambda: open_runtime(settings))
@@ -173,25 +124,9 @@ def submit(manifest: Path, config: ConfigOpt = None, as_json: JsonOpt = False) -
                        "unchanged": res.unchanged, "cached_expected": res.cached})
         else:
             out.print(f"{res.job_id}")
-            err.print(f"job {res.job_id} {res.name}: {res.summary()}")
+            err.print(f"job {res.job_id} {escape(res.name)}: {res.summary()}")
     finally:
         rt.close()
-
-
-def _with_runtime(config: Path | None, fn: Callable[[Runtime], T], *, migrate: bool = True) -> T:
-    settings = settings_from(config)
-    rt = guarded(lambda: open_runtime(settings, migrate_db=migrate, check_storage=False))
-    try:
-        return guarded(lambda: fn(rt))
-    finally:
-        rt.close()
-
-
-def _job_id(rt: Runtime, ref: str) -> int:
-    from pipeline.core.control import find_job
-
-    with rt.sessions() as s:
-        return find_job(s, ref).id
 
 
 @app.command()
@@ -200,7 +135,7 @@ def status(job: str, config: ConfigOpt = None, as_json: JsonOpt = False,
     """A job's state, counts and cost."""
 
     def show(rt: Runtime) -> JobSummary:
-        job_id = _job_id(rt, job)
+        job_id = job_id_of(rt, job)
         if watch and not as_json:
             with JobProgress(job, None) as bar:
                 while True:
@@ -209,9 +144,9 @@ def status(job: str, config: ConfigOpt = None, as_json: JsonOpt = False,
                     if s.finished or s.state in ("paused", "cancelled"):
                         break
                     time.sleep(1)
-        return services.summary(rt, job_id)
+        return services.summary(rt, job_id, with_spool=True)
 
-    s = _with_runtime(config, show)
+    s = with_runtime(config, show)
     emit_json(s.as_json()) if as_json else render_summary(s)
 
 
@@ -241,7 +176,7 @@ def rerun(job: str, config: ConfigOpt = None,
         fail(InputError("choose one of --failed, --items, --all", where="rerun"))
     keys = [k.strip() for k in items.split(",") if k.strip()] if items else []
     settings = settings_from(config)
-    providers = _job_providers(settings, job)
+    providers = job_providers(settings, job)
     rt, stack = guarded(lambda: services.open_for(settings, providers if settings.embedded else []))
     with stack:
         started = utcnow()
@@ -250,26 +185,9 @@ def rerun(job: str, config: ConfigOpt = None,
         out.print(f"job {job_id}: {n} items back to pending")
         if not settings.embedded or n == 0:
             return
-        final = _process_with_progress(rt, job_id, n, as_json=False)
+        final = process_with_progress(rt, job_id, n, as_json=False)
         render_summary(services.summary(rt, job_id, since=started), scope=" — this rerun")
     raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
-
-
-def _job_providers(settings: Settings, ref: str) -> list[str]:
-    """The providers a job uses (to start an in-process sandbox for it), read without migrating anything."""
-    from pipeline.core.control import find_job
-    from pipeline.db.session import make_engine, make_sessionmaker
-
-    engine = make_engine(settings.database_url)
-    try:
-        with make_sessionmaker(engine)() as s:
-            return list(find_job(s, ref).providers)
-    except PipelineError as e:
-        fail(e)
-    except SQLAlchemyError as e:  # no database (or no tables) yet
-        fail(InputError(f"cannot read the database: {type(e).__name__}", where="database_url"))
-    finally:
-        engine.dispose()
 
 
 @app.command()
@@ -282,7 +200,7 @@ def cancel(job: str, config: ConfigOpt = None) -> None:
         job_id, n = do_cancel(rt.sessions, job, utcnow())
         return job_id, n, cancel_job_batches(rt.ctx, rt.batch_client, job_id, utcnow())
 
-    job_id, n, batches = _with_runtime(config, go)
+    job_id, n, batches = with_runtime(config, go)
     out.print(f"job {job_id}: cancelled, {n} items not started" + (f", {batches} batches cancelled" if batches else ""))
 
 
@@ -291,7 +209,7 @@ def pause(job: str, config: ConfigOpt = None) -> None:
     """Pause a job: nothing new starts until `pipeline resume`."""
     from pipeline.core.control import set_paused
 
-    job_id = _with_runtime(config, lambda rt: set_paused(rt.sessions, job, utcnow(), paused=True))
+    job_id = with_runtime(config, lambda rt: set_paused(rt.sessions, job, utcnow(), paused=True))
     out.print(f"job {job_id}: paused")
 
 
@@ -300,7 +218,7 @@ def resume(job: str, config: ConfigOpt = None) -> None:
     """Resume a paused job."""
     from pipeline.core.control import set_paused
 
-    job_id = _with_runtime(config, lambda rt: set_paused(rt.sessions, job, utcnow(), paused=False))
+    job_id = with_runtime(config, lambda rt: set_paused(rt.sessions, job, utcnow(), paused=False))
     out.print(f"job {job_id}: active")
 
 
@@ -315,17 +233,21 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
     """Cost report: a job's summary, or the ledger grouped by provider, day, tag, resolution or job."""
     from pipeline.reports.html import write_html
     from pipeline.reports.jobpage import build_job_page
+    from pipeline.reports.outfile import check_writable, write_refusing
     from pipeline.reports.queries import GROUPINGS, job_summary, ledger_report, ledger_totals
 
     if by not in GROUPINGS:
         fail(InputError(f"unknown grouping {by!r} (one of {', '.join(GROUPINGS)})", where="--by"))
     if html_file is not None and job is None:
         fail(InputError("--html needs a JOB", where="--html"))
+    for target, opt in ((csv_file, "--csv"), (html_file, "--html")):
+        if target is not None:
+            guarded(lambda: check_writable(target, opt))  # noqa: B023 - called at once
     t0 = _parse_time(since, "--since")
     t1 = _parse_time(until, "--until")
 
     def build(rt: Runtime) -> tuple[JobSummary | None, dict[str, Totals], Totals]:
-        job_id = _job_id(rt, job) if job else None
+        job_id = job_id_of(rt, job) if job else None
         with rt.sessions() as s:
             rows = ledger_report(s, by, job_id=job_id, since=t0, until=t1)
             total = ledger_totals(s, job_id=job_id, since=t0, until=t1)
@@ -334,16 +256,20 @@ def report(job: Annotated[str | None, typer.Argument()] = None, config: ConfigOp
                 from pipeline.db.models import Job
 
                 summ = job_summary(s, s.get_one(Job, job_id), since=t0, until=t1)
+        if summ is not None:
+            services.add_spool_state(rt.sessions, summ)
         if html_file is not None and job_id is not None:
             page = build_job_page(rt.sessions, rt.storage, job_id, utcnow(), since=t0, until=t1,
                                   gallery_limit=gallery)
-            size = write_html(html_file, page)
-            err.print(f"wrote {html_file} ({size / 1024:,.0f} KiB, {len(page.thumbs)} thumbnails)")
+            if summ is not None:
+                page.summary.spooled_items, page.summary.spooled_keys = summ.spooled_items, summ.spooled_keys
+            size = write_refusing(lambda: write_html(html_file, page), html_file, "--html")
+            err.print(f"wrote {escape(str(html_file))} ({size / 1024:,.0f} KiB, {len(page.thumbs)} thumbnails)")
         return summ, rows, total
 
-    summ, rows, total = _with_runtime(config, build)
+    summ, rows, total = with_runtime(config, build)
     if csv_file is not None:
-        render.write_csv(csv_file, by, rows)
+        guarded(lambda: write_refusing(lambda: render.write_csv(csv_file, by, rows), csv_file, "--csv"))
     if as_json:
         emit_json(render.report_json(summ, by, rows, total, since=t0, until=t1))
     else:
@@ -366,26 +292,23 @@ def worker(config: ConfigOpt = None,
                                                             "on this port")] = None,
            ) -> None:
     """Run a worker: Celery consumer (threads pool) plus dispatcher, sweeper and lease renewal."""
-    from pipeline.background import Background
-    from pipeline.worker import make_celery, node_name, publisher
+    from pipeline.processing import processing_loop
+    from pipeline.worker import node_name
 
     settings = settings_from(config)
     names = sorted(n for n, p in settings.providers.items() if not p.base_url)
     rt, stack = guarded(lambda: services.open_for(settings, names))
     conc = concurrency or settings.worker.concurrency
     with stack:
-        app_ = make_celery(rt.settings, lambda: rt.ctx)
-        bg = Background(rt, publisher(app_), max_queued=settings.worker.max_queued)
         if metrics_port is not None:
             from pipeline.metrics.collector import serve_metrics
 
-            stack.callback(guarded(lambda: serve_metrics(rt.sessions, metrics_port)).stop)
-        bg.start()
-        try:
-            app_.worker_main(["worker", "--pool=threads", f"--concurrency={conc}", "--loglevel=INFO",
-                              "--without-gossip", "--without-mingle", "-Q", "pipeline", f"--hostname={node_name()}"])
-        finally:
-            bg.stop()
+            stack.callback(guarded(lambda: serve_metrics(rt.sessions, metrics_port,
+                                                        budget_timezone=settings.budget.timezone)).stop)
+        with processing_loop(rt, max_queued=settings.worker.max_queued) as loop:  # Celery consumes below
+            loop.app.worker_main(["worker", "--pool=threads", f"--concurrency={conc}", "--loglevel=INFO",
+                                  "--without-gossip", "--without-mingle", "-Q", "pipeline",
+                                  f"--hostname={node_name()}"])
 
 
 @app.command()
@@ -393,7 +316,6 @@ def beat(config: ConfigOpt = None) -> None:
     """Fire scheduled runs (`pipeline schedule`) and run the periodic duties without consuming tasks: dispatcher,
     sweeper and spool flushing. Any number of beats may run (each scheduled run fires once); workers also
     dispatch, a beat keeps due items flowing when workers are busy or scaled to zero."""
-    from pipeline.schedules.beat import run_beat
     from pipeline.schedules.fire import Fire
 
     def show(f: Fire) -> None:
@@ -402,13 +324,13 @@ def beat(config: ConfigOpt = None) -> None:
                   highlight=False, markup=False)
 
     settings = settings_from(config)
-    guarded(lambda: run_beat(settings, on_fire=show,
+    guarded(lambda: services.run_beat(settings, on_fire=show,
                              on_ready=lambda: err.print("beat: firing schedules, dispatching due items; Ctrl-C "
                                                         "to stop")))
 
 
 @app.command()
-def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8090,
+def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1", min=1, max=65535)] = 8090,
             host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
             profile: Annotated[Path | None, typer.Option(help="sandbox profile YAML")] = None) -> None:
     """Run the provider simulator (Gemini, batch, OpenAI images, Replicate, Kie.ai task API wire formats)."""
@@ -416,26 +338,25 @@ def sandbox(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8090,
     from pipeline.sandbox.server import serve_forever
 
     prof = guarded(lambda: load_profile(profile)) if profile else None
-    serve_forever(prof, host, port)
+    try:
+        serve_forever(prof, host, port)
+    except (OSError, OverflowError) as e:  # the port is taken, not ours, or the host cannot be bound
+        fail(InputError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}", where="--port"))
 
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply the database migrations (Postgres or SQLite)."""
-    _with_runtime(config, lambda rt: None, migrate=True)
+    with_runtime(config, lambda rt: None, migrate=True, create_db=True)
     out.print("database at head")
 
 
-def _register_area_commands() -> None:
-    """Commands defined next to their area (pipeline/commands/*.py), one line each."""
-    importlib.import_module("pipeline.commands.providers").register(app)
-    importlib.import_module("pipeline.commands.probe").register(app)
-    importlib.import_module("pipeline.commands.schedule").register(app)
-    importlib.import_module("pipeline.commands.callbacks").register(app)
-    importlib.import_module("pipeline.commands.review").register(app)
-
-
-_register_area_commands()
+# commands defined next to their area (pipeline/commands/*.py), one line each
+providers_command.register(app)
+probe_command.register(app)
+schedule_command.register(app)
+callbacks_command.register(app)
+review_command.register(app)
 
 
 def main() -> None:

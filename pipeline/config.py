@@ -7,19 +7,23 @@ Order (later wins): built-in defaults (embedded mode) < pipeline.yaml (cwd, or -
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipeline.brokers import broker_kind
+from pipeline.dialect import ImagesDialect
 from pipeline.errors import InputError
-from pipeline.providers.dialect import ImagesDialect
-from pipeline.providers.presets import PRESETS
+from pipeline.files import read_capped
+from pipeline.money import storable_problem
+from pipeline.presets import PRESETS
 
 ProviderKind = Literal["gemini", "gemini-batch", "openai-images", "replicate", "sandbox", "kie"]
 RESOLUTIONS = ("1K", "2K", "4K")
@@ -28,6 +32,46 @@ RESOLUTIONS = ("1K", "2K", "4K")
 CONFIG_FILE = "pipeline.yaml"
 #: largest config file we read
 MAX_CONFIG_BYTES = 1_000_000
+#: database backends the models and migrations are made for, and the Python module each driver needs
+DATABASE_DRIVERS = {
+    ("sqlite", "pysqlite"): "sqlite3",
+    ("postgresql", "psycopg"): "psycopg",
+    ("postgresql", "psycopg2"): "psycopg2",
+}
+
+
+def _storable(v: Decimal | None) -> Decimal | None:
+    if v is not None:
+        problem = storable_problem(v)
+        if problem:
+            raise ValueError(problem)
+    return v
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why `url` cannot be the pipeline's database (no I/O: parsed, and the driver module looked up), or None."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    except (ArgumentError, ValueError, TypeError):
+        return "not a database URL (sqlite:///path/to/file.db or postgresql+psycopg://host/db)"
+    module = DATABASE_DRIVERS.get((backend, driver))
+    if module is None:
+        return (f"unsupported database {parsed.drivername!r}: use sqlite:///path/to/file.db or "
+                "postgresql+psycopg://host/db")
+    if importlib.util.find_spec(module) is None:
+        return f"the driver for {parsed.drivername!r} is not installed (module {module!r})"
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory" or database.startswith(
+                "file::memory:"):
+            return ("an in-memory SQLite database lives in one connection and dies with it: give a file, "
+                    "e.g. sqlite:///.pipeline/pipeline.db")
+    return None
+
 #: shortest serve token accepted (a guessable token on a public address is no protection)
 MIN_TOKEN_CHARS = 16
 #: the environment variable that sets serve.token (wins over the config file)
@@ -95,6 +139,13 @@ class ProviderConfig(_Strict):
             return out
         return v
 
+    @field_validator("prices")
+    @classmethod
+    def _storable_prices(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        for price in v.values():
+            _storable(price)
+        return v
+
     def price_for(self, resolution: str) -> Decimal | None:
         """Per-image price at this resolution, or None when unpriced (unknown, never free)."""
         return self.prices.get(resolution)
@@ -106,10 +157,26 @@ class ProviderConfig(_Strict):
 
 
 class BudgetCaps(_Strict):
-    daily_usd: Decimal | None = None
-    monthly_usd: Decimal | None = None
+    daily_usd: Decimal | None = Field(default=None, ge=0)
+    monthly_usd: Decimal | None = Field(default=None, ge=0)
     #: optional webhook for 50/80/100% alerts
     alert_webhook_url: str | None = None
+    #: IANA time zone the budget's days and months are counted in (a call is charged to the day it started)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as UTC or Europe/Berlin)") from None
+        return v
+
+    @field_validator("daily_usd", "monthly_usd")
+    @classmethod
+    def _storable_caps(cls, v: Decimal | None) -> Decimal | None:
+        return _storable(v)
 
 
 class WorkerSettings(_Strict):
@@ -239,6 +306,14 @@ class Settings(_Strict):
                              "amqp://user:password@host:5672/vhost (amqps://)")
         return v
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        problem = database_url_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @field_validator("public_base_url")
     @classmethod
     def _public_url(cls, v: str | None) -> str | None:
@@ -265,12 +340,7 @@ _TOP_KEYS = tuple(k for k in Settings.model_fields if k != "source")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read config: {e.strerror}", where=str(path)) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise InputError("config file too large", where=str(path))
+    raw = read_capped(path, MAX_CONFIG_BYTES, what="config", where=str(path))  # regular files only
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -344,7 +414,9 @@ def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] 
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"{loc}: {err['msg']}", where=source) from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        var = f"PIPELINE_{str(err['loc'][0]).upper()}" if err["loc"] else ""
+        raise InputError(f"{loc}: {msg}", where=var if var in env else source) from None
 
 
 def api_key(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> str | None:

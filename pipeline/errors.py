@@ -15,8 +15,7 @@
     │       ├── AuthError          401/403/API key invalid: provider paused
     │       ├── QuotaExhausted     insufficient_quota / no credit: provider paused
     │       └── DailyQuotaExceeded PerDay quota: provider parked until reset
-    ├── StorageError               storage backend failures (translated in storage/ only)
-    └── BudgetExceeded             a reservation that would pass a cap
+    └── StorageError               storage backend failures (translated in storage/ only)
 
 Third-party exceptions are translated into this tree at exactly one boundary: httpx errors inside each
 provider adapter, botocore errors inside storage/s3.py.
@@ -141,10 +140,3 @@ class StorageError(PipelineError):
         super().__init__(message)
         self.retryable = retryable
 
-
-class BudgetExceeded(PipelineError):
-    """A reservation would pass a budget cap."""
-
-    def __init__(self, message: str, *, scope: str) -> None:
-        super().__init__(message)
-        self.scope = scope

@@ -4,9 +4,10 @@
   with time (UTC ISO), level, logger, message, job_id and item_id when known, and exc for a traceback.
 - job_id / item_id come from context variables that `log_context()` sets (core.process_item does, around one
   item), so every line logged while an item is processed carries them, whichever module logs it.
-- Keys never reach a log: a filter replaces the value of every configured `api_key_env` variable (as is and
-  URL-encoded) in the message, its arguments, the traceback and stack text with `[redacted]`; it runs when a
-  record is made (so every handler gets the redacted record) and again on our handler.
+- Keys never reach a log: a filter replaces the value of every configured `api_key_env` variable, and any
+  8-character part of it in any case, URL-encoded, base64 or hex (pipeline.redact), in the message, its
+  arguments, the traceback and stack text with `[redacted]`; it runs when a record is made (so every handler
+  gets the redacted record) and again on our handler.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
-from urllib.parse import quote
 
 from pipeline.config import Settings, api_key
 from pipeline.errors import InputError
+from pipeline.redact import Redactor, install
 
 job_id_var: ContextVar[int | None] = ContextVar("pipeline_job_id", default=None)
 item_id_var: ContextVar[int | None] = ContextVar("pipeline_item_id", default=None)
@@ -69,18 +70,17 @@ class RedactFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        values = {s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}
-        values |= {quote(s, safe="") for s in values}  # as it appears in a URL
-        self.secrets = sorted(values, key=len, reverse=True)
+        self._redactor = Redactor(secrets, mark=REDACTED, min_secret_chars=MIN_SECRET_CHARS)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._redactor)
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        return self._redactor(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not self.active:
             return True
         try:
             message = record.getMessage()
@@ -187,7 +187,9 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None,
     handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler._pipeline = True  # type: ignore[attr-defined]
     handler.addFilter(ContextFilter())
-    redact = RedactFilter(secrets_of(settings, env))
+    secrets = secrets_of(settings, env)
+    install(secrets)  # failure reasons and error details stored by this process are redacted too
+    redact = RedactFilter(secrets)
     handler.addFilter(redact)
     _redact_at_creation(redact)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())

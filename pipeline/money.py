@@ -8,6 +8,22 @@ ZERO = Decimal("0")
 #: quantum for stored amounts (Numeric(14, 6) columns)
 STORE_QUANTUM = Decimal("0.000001")
 CENT = Decimal("0.01")
+#: the largest amount a Numeric(14, 6) column holds (8 digits before the point, 6 after)
+MAX_STORED_USD = Decimal("99999999.999999")
+
+
+def storable_problem(value: Decimal) -> str | None:
+    """Why `value` cannot be stored as money the same way on Postgres and SQLite, or None when it can: not a
+    finite number, negative zero aside, beyond Numeric(14, 6), or more than 6 decimal places (Postgres would
+    round them, SQLite keep them)."""
+    if not value.is_finite():
+        return f"{value} is not a finite amount"
+    if abs(value) > MAX_STORED_USD:
+        return f"{value} is more than the largest amount stored ({MAX_STORED_USD})"
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6:
+        return f"{value} has more than 6 decimal places"
+    return None
 
 
 def usd(value: Decimal | str | int) -> Decimal:

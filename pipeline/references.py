@@ -25,11 +25,9 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
-import os
 import re
 import socket
 import ssl
-import stat
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,6 +38,7 @@ import httpx
 from PIL import Image
 
 from pipeline.errors import InputError, PipelineError
+from pipeline.files import read_capped
 from pipeline.providers.base import Reference
 
 #: largest reference image, in bytes (local, s3 or URL)
@@ -273,6 +272,16 @@ def fetch_reference_bytes(source: str, *, s3_get: S3Get | None = None, allow_pri
     return ReferenceFetcher(s3_get=s3_get, allow_private=allow_private, allow_http=allow_http).read(source)
 
 
+def reread_reference(source: str, *, s3_get: S3Get | None = None, allow_private: bool = False) -> bytes:
+    """The bytes of a reference recorded at submit, read again by a worker under the limits submit applied:
+    s3:// and https:// through the same fetcher (size cap, SSRF checks, deadline); a local path (recorded
+    absolute) must still be a regular file of at most MAX_REFERENCE_BYTES (FIFOs, devices such as /dev/zero and
+    directories refused without reading). Raises InputError naming the reference."""
+    if _scheme(source) is not None:
+        return fetch_reference_bytes(source, s3_get=s3_get, allow_private=allow_private)
+    return read_capped(Path(source), MAX_REFERENCE_BYTES, what=f"reference {source!r}")
+
+
 def local_reference_path(source: str, base_dir: Path) -> Path:
     """The resolved path of a local reference; refuses paths that leave `base_dir` (symlinks included)."""
     if "\x00" in source:
@@ -285,31 +294,6 @@ def local_reference_path(source: str, base_dir: Path) -> Path:
     if not path.is_relative_to(root):
         raise InputError(f"reference {source!r}: path leaves the manifest's directory")
     return path
-
-
-def read_capped(path: Path, max_bytes: int, *, what: str, where: str | None = None) -> bytes:
-    """Read a regular file of at most `max_bytes` (FIFOs, devices, directories refused, never blocked on)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise InputError(f"{what}: file not found", where=where) from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{what}: cannot open ({getattr(e, 'strerror', None) or e})", where=where) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{what}: not a regular file", where=where)
-        if st.st_size > max_bytes:
-            raise InputError(f"{what}: file is {st.st_size} bytes, more than {max_bytes}", where=where)
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(max_bytes + 1)
-    except OSError as e:
-        raise InputError(f"{what}: cannot read ({e.strerror or e})", where=where) from None
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise InputError(f"{what}: file is larger than {max_bytes} bytes", where=where)
-    return data
 
 
 def sniff_image(data: bytes) -> str | None:

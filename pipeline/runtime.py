@@ -10,10 +10,12 @@ import contextlib
 import hashlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +26,25 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.callbacks import SqlCallbackInbox
 from pipeline.clock import utcnow
 from pipeline.config import ProviderConfig, Settings, api_key
-from pipeline.core.context import Context, GateLike, ProviderRegistry
-from pipeline.db.migrate import upgrade
-from pipeline.db.session import make_engine, make_sessionmaker
-from pipeline.errors import InputError
+from pipeline.core.context import Context, ProviderRegistry
+from pipeline.core.policy import RetryPolicy
+from pipeline.core.ports import Gate, OnBlocked
+from pipeline.db.migrate import migrate
+from pipeline.db.session import check_sqlite_location, make_engine, make_sessionmaker
+from pipeline.errors import InputError, StorageError
+from pipeline.logging_setup import secrets_of
 from pipeline.providers.base import Provider, Reference
 from pipeline.providers.factory import make_batch_client, make_provider
 from pipeline.providers.gemini_batch import GeminiBatchClient
 from pipeline.providers.http import make_http_client
+from pipeline.redact import install as install_secrets
 from pipeline.references import ReferenceFetcher
 from pipeline.storage.base import Storage
 from pipeline.storage.factory import open_storage
-from pipeline.storage.s3 import S3Reader
 from pipeline.storage.spool import SpoolingStorage, adopt_orphans, pid_alive, process_spool_dir
 
 #: where paid images wait while the object store is unreachable (one directory per process below it)
 SPOOL_ROOT = Path(".pipeline/spool")
-#: Postgres advisory lock key serialising concurrent `db upgrade`s
-MIGRATE_LOCK = 7_412_001
 
 
 def process_owner() -> str:
@@ -54,7 +57,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     storage: Storage
-    gate: GateLike
+    gate: Gate
     providers: ProviderRegistry
     ctx: Context
     http: httpx.Client
@@ -75,21 +78,7 @@ class Runtime:
                 fn()
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to head. On Postgres an advisory lock makes concurrent starts take turns."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_LOCK})
-            try:
-                upgrade(engine)
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_LOCK})
-                conn.commit()
-    else:
-        upgrade(engine)
-
-
-def make_gate(settings: Settings) -> tuple[GateLike, Callable[[], None]]:
+def make_gate(settings: Settings) -> tuple[Gate, Callable[[], None]]:
     if settings.redis_url and not settings.embedded:
         import redis
 
@@ -103,21 +92,55 @@ def make_gate(settings: Settings) -> tuple[GateLike, Callable[[], None]]:
     return LocalGate(), lambda: None
 
 
+def check_storage_location(storage: Storage, url: str) -> None:
+    """`storage.check()`, with a refusal that retrying cannot fix (no credentials, no bucket, a link in a file
+    root leading outside it) turned into an InputError naming storage_url: exit 2, before anything is paid."""
+    try:
+        storage.check()
+    except StorageError as e:
+        if e.retryable:
+            raise
+        raise InputError(str(e), where=f"storage_url {url}") from None
+
+
+def budget_notifier(settings: Settings) -> OnBlocked:
+    """The core's on_blocked hook: the run's budget notification (pipeline.notify), claimed in the blocking
+    transaction."""
+    from pipeline.notify.events import claim_budget
+
+    def on_blocked(s: Session, job_id: int, now: datetime) -> None:
+        claim_budget(s, job_id, settings.notify, now)
+
+    return on_blocked
+
+
+def lazy_s3_reader() -> Callable[[str, str], bytes]:
+    """Reads s3:// references (pipeline.storage.s3.S3Reader), importing boto3 only at the first read: most
+    commands, and most manifests, never need it."""
+    reader: list[Callable[[str, str], bytes]] = []
+    lock = threading.Lock()
+
+    def get(bucket: str, key: str) -> bytes:
+        with lock:
+            if not reader:
+                from pipeline.storage.s3 import S3Reader
+
+                reader.append(S3Reader())
+        return reader[0](bucket, key)
+
+    return get
+
+
 def reference_loader(storage_get: Callable[[str, str], bytes] | None, *,
                      allow_private: bool) -> Callable[[dict[str, Any]], Reference]:
-    """Load a reference recorded at submit; its content must still hash to what the cache key was made of."""
+    """Load a reference recorded at submit (same size and type limits as at submit: references.reread_reference);
+    its content must still hash to what the cache key was made of."""
 
     def load(ref: dict[str, Any]) -> Reference:
-        source = str(ref["source"])
-        if "://" in source:
-            from pipeline.references import fetch_reference_bytes
+        from pipeline.references import reread_reference
 
-            data = fetch_reference_bytes(source, s3_get=storage_get, allow_private=allow_private)
-        else:
-            try:
-                data = Path(source).read_bytes()
-            except OSError as e:
-                raise InputError(f"reference cannot be read: {e.strerror}", where=source) from None
+        source = str(ref["source"])
+        data = reread_reference(source, s3_get=storage_get, allow_private=allow_private)
         digest = hashlib.sha256(data).hexdigest()
         if digest != ref["sha256"]:
             raise InputError("reference changed since the job was submitted; submit the manifest again",
@@ -127,15 +150,26 @@ def reference_loader(storage_get: Callable[[str, str], bytes] | None, *,
     return load
 
 
-def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: bool = True,
+def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: bool = True, create_db: bool = True,
                  provider_overrides: dict[str, dict[str, Any]] | None = None) -> Runtime:
     """Build everything a process needs. `provider_overrides` patches provider configs (e.g. the base_url
-    of an in-process sandbox) without touching the user's config."""
+    of an in-process sandbox) without touching the user's config. `create_db=False` (read-only commands)
+    refuses a SQLite database that does not exist instead of creating it.
+
+    Checked before the database is created or touched: the storage URL (parsed), the SQLite location (its
+    directory must exist), the storage itself (`Storage.check`: reachable, writable, no link leading out of a
+    file root; a storage that refuses for good, such as bad credentials, no bucket or an unsafe root, is an
+    InputError: exit 2)."""
     if provider_overrides:
         providers = dict(settings.providers)
         for name, patch in provider_overrides.items():
             providers[name] = providers[name].model_copy(update=patch)
         settings = settings.model_copy(update={"providers": providers})
+    install_secrets(secrets_of(settings))  # failure reasons this process stores are redacted
+    inner = open_storage(settings.storage_url)
+    check_sqlite_location(settings.database_url, create=create_db, mkdir=False)
+    if check_storage:
+        check_storage_location(inner, settings.storage_url)
     closers: list[Callable[[], None]] = []
     engine = make_engine(settings.database_url, pool_size=settings.worker.db_pool_size)
     closers.append(engine.dispose)
@@ -148,9 +182,6 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
     if migrate_db:
         migrate(engine)
     sessions = make_sessionmaker(engine)
-    inner = open_storage(settings.storage_url)
-    if check_storage:
-        inner.check()
     host = socket.gethostname()[:32]
     if check_storage:
         adopt_orphans(inner, SPOOL_ROOT, host, alive=pid_alive)
@@ -169,7 +200,9 @@ def open_runtime(settings: Settings, *, migrate_db: bool = True, check_storage: 
 
     registry = ProviderRegistry(settings, factory)
     closers.append(registry.close)
-    load_ref = reference_loader(S3Reader(), allow_private=settings.allow_private_references)
+    load_ref = reference_loader(lazy_s3_reader(), allow_private=settings.allow_private_references)
     ctx = Context(sessions=sessions, storage=storage, providers=registry, gate=gate, settings=settings,
-                  owner=process_owner(), clock=utcnow, load_reference=load_ref, sleep=time.sleep)
+                  owner=process_owner(), clock=utcnow, load_reference=load_ref,
+                  policy=RetryPolicy.from_settings(settings.worker), sleep=time.sleep, http=http,
+                  on_blocked=budget_notifier(settings))
     return Runtime(settings, engine, sessions, storage, gate, registry, ctx, http, closers)

@@ -7,12 +7,12 @@ only polled.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.yaml to read (default: ./pipeline.yaml)")]
+from pipeline.commands import common
+from pipeline.commands.common import ConfigOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -23,11 +23,10 @@ def callbacks(port: Annotated[int, typer.Option(help="port to listen on", min=1,
               host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
               config: ConfigOpt = None) -> None:
     """Receive task completion callbacks (Kie.ai) and store them for the polling workers."""
-    from pipeline import cli
     from pipeline.callbacks import serve_callbacks
 
-    settings = cli.settings_from(config)
+    settings = common.settings_from(config)
     if not settings.public_base_url:
-        cli.out.print("[yellow]note[/] public_base_url is not set: no task is sent a callback URL yet")
-    cli.out.print(f"receiving callbacks on http://{host}:{port}/callbacks/<provider>/<token>")
-    cli.guarded(lambda: serve_callbacks(settings.database_url, host, port, pool_size=settings.worker.db_pool_size))
+        common.out.print("[yellow]note[/] public_base_url is not set: no task is sent a callback URL yet")
+    common.out.print(f"receiving callbacks on http://{host}:{port}/callbacks/<provider>/<token>")
+    common.guarded(lambda: serve_callbacks(settings.database_url, host, port, pool_size=settings.worker.db_pool_size))

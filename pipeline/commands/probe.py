@@ -11,10 +11,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline.commands import common
+from pipeline.commands.common import ConfigOpt, JsonOpt
 from pipeline.reports.probe import ProbeResult
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.yaml to read (default: ./pipeline.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 #: the most images one probe may ask for
 MAX_PROBE_IMAGES = 1000
 
@@ -32,39 +32,39 @@ def probe(provider: Annotated[str, typer.Argument(help="configured provider name
           config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Baseline stability test of one provider on the same code path as real jobs: n distinct prompts, then
     success rate, latency p50/p95/max, error classes, observed rate against the configured limit, and cost."""
-    from pipeline import cli, services
+    from pipeline import services
     from pipeline.clock import utcnow
     from pipeline.config import RESOLUTIONS
-    from pipeline.core.process import gate_limits
     from pipeline.errors import InputError
+    from pipeline.gate.base import GateLimits
     from pipeline.reports.probe import probe_result, write_probe_manifest
     from pipeline.reports.queries import JobSummary
 
-    settings = cli.settings_from(config)
+    settings = common.settings_from(config)
     if provider not in settings.providers:
-        cli.fail(InputError(f"unknown provider {provider!r} (configured: {', '.join(sorted(settings.providers))})",
-                            where="PROVIDER"))
+        common.fail(InputError(f"unknown provider {provider!r} (configured: {', '.join(sorted(settings.providers))})",
+                               where="PROVIDER"))
     if resolution not in RESOLUTIONS:
-        cli.fail(InputError(f"resolution must be one of {', '.join(RESOLUTIONS)}", where="--resolution"))
+        common.fail(InputError(f"resolution must be one of {', '.join(RESOLUTIONS)}", where="--resolution"))
     now = utcnow()
     with tempfile.TemporaryDirectory(prefix="pipeline-probe-") as tmp:
         path = write_probe_manifest(Path(tmp), provider, n, resolution, now)
-        loaded = cli.guarded(lambda: services.load(path, settings))
-    est = cli.guarded(lambda: services.estimate(loaded, settings, [provider]))[0]
-    cost = "unpriced (" + ", ".join(est.unpriced) + ")" if est.cost_usd is None else cli.money(est.cost_usd)
+        loaded = common.guarded(lambda: services.load(path, settings))
+    est = common.guarded(lambda: services.estimate(loaded, settings, [provider]))[0]
+    cost = "unpriced (" + ", ".join(est.unpriced) + ")" if est.cost_usd is None else common.money(est.cost_usd)
     question = (f"probe {provider}: {n} images at {resolution} as job {loaded.manifest.job}, estimated {cost} "
-                f"(official list price {cli.money(est.list_cost_usd)}). Spend it?")
+                f"(official list price {common.money(est.list_cost_usd)}). Spend it?")
     if yes:
-        cli.err.print(question.replace(" Spend it?", ""), highlight=False)
+        common.err.print(question.replace(" Spend it?", ""), highlight=False)
     elif not typer.confirm(question, err=True):
-        cli.err.print("probe not started: nothing was submitted or spent")
+        common.err.print("probe not started: nothing was submitted or spent")
         raise typer.Exit(1)
 
-    rt, stack = cli.guarded(lambda: services.open_for(settings, [provider]))
+    rt, stack = common.guarded(lambda: services.open_for(settings, [provider]))
     with stack:
-        res = cli.guarded(lambda: services.submit(rt, loaded, utcnow()))
+        res = common.guarded(lambda: services.submit(rt, loaded, utcnow()))
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=cli.err,
+                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=common.err,
                       disable=as_json) as bar:
             task = bar.add_task(res.name, total=n, detail="")
 
@@ -74,23 +74,22 @@ def probe(provider: Annotated[str, typer.Argument(help="configured provider name
                 bar.update(task, completed=done, detail=f"ok {c['succeeded']} failed {c['failed']}")
 
             services.process_here(rt, res.job_id, concurrency=concurrency, on_progress=progress)
-        limit_rpm = gate_limits(rt.ctx, provider).rate_per_s * 60.0
+        limit_rpm = GateLimits.from_provider(rt.ctx.providers.config(provider)).rate_per_s * 60.0
         with rt.sessions() as s:
             result = probe_result(s, res.job_id, res.name, settings.provider(provider), limit_rpm, est.cost_usd)
     if as_json:
-        cli.emit_json(result.as_json())
+        common.emit_json(result.as_json())
     else:
         _render(result)
 
 
 def _render(r: ProbeResult) -> None:
-    from pipeline import cli
     from pipeline.reports.render import error_classes, pct, secs
 
     st = r.stats
     lat = r.latency()
     items = ", ".join(f"{k} {v}" for k, v in r.items.items() if v)
-    cli.out.print(f"[bold]probe of {r.provider}[/] (job {r.job_id} {r.job}): {items}", highlight=False)
+    common.out.print(f"[bold]probe of {r.provider}[/] (job {r.job_id} {r.job}): {items}", highlight=False)
     t = Table(title="baseline stability", title_justify="left", show_header=False)
     t.add_column("", style="bold")
     t.add_column("")
@@ -105,7 +104,7 @@ def _render(r: ProbeResult) -> None:
     t.add_row("rate achieved", f"{achieved}; busiest minute {r.busiest_minute} calls; "
                                f"peak {r.peak_concurrency} in flight")
     t.add_row("rate headroom", f"{head} (gate limit {r.gate_limit_rpm:,.1f}/min)")
-    est = "-" if r.estimated_usd is None else cli.money(r.estimated_usd)
-    t.add_row("cost", f"{cli.money(r.totals.cost_usd)} (estimated {est}, official list price "
-                      f"{cli.money(r.totals.list_cost_usd)})")
-    cli.out.print(t)
+    est = "-" if r.estimated_usd is None else common.money(r.estimated_usd)
+    t.add_row("cost", f"{common.money(r.totals.cost_usd)} (estimated {est}, official list price "
+                      f"{common.money(r.totals.list_cost_usd)})")
+    common.out.print(t)

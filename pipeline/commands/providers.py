@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from pipeline.commands import common
+from pipeline.commands.common import ConfigOpt, JsonOpt
 from pipeline.reports.health import ProviderHealth
-from pipeline.reports.render import error_classes, pct, secs
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.yaml to read (default: ./pipeline.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+from pipeline.reports.render import error_classes, esc, pct, secs
 
 
 def register(app: typer.Typer) -> None:
@@ -28,12 +26,11 @@ def show(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False)
     p50/p95 latency, error classes and 429 rate over the last hour and day."""
     if ctx.invoked_subcommand is not None:
         return
-    from pipeline import cli
     from pipeline.clock import utcnow
     from pipeline.reports.health import provider_health
     from pipeline.runtime import open_runtime
 
-    settings = cli.settings_from(config)
+    settings = common.settings_from(config)
     note: str | None = None
     try:
         rt = open_runtime(settings, migrate_db=False, check_storage=False)
@@ -42,24 +39,24 @@ def show(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False)
         note = f"no state or stability: {e}"
     else:
         try:
-            rows, note = cli.guarded(lambda: provider_health(rt.ctx, utcnow()))
+            rows, note = common.guarded(lambda: provider_health(rt.ctx, utcnow()))
         finally:
             rt.close()
     if as_json:
-        cli.emit_json({"providers": [h.as_json() for h in rows], "note": note})
+        common.emit_json({"providers": [h.as_json() for h in rows], "note": note})
         return
-    cli.out.print(_overview(rows))
+    common.out.print(_overview(rows))
     for label, title in (("1h", "last hour"), ("1d", "last day")):
         active = [h for h in rows if h.windows.get(label) and h.windows[label].requests + h.windows[label].in_flight]
         if active:
-            cli.out.print(_stability(f"stability, {title}", label, active))
+            common.out.print(_stability(f"stability, {title}", label, active))
         else:
-            cli.out.print(f"[dim]stability, {title}: no calls[/]")
+            common.out.print(f"[dim]stability, {title}: no calls[/]")
     if settings.embedded:
-        cli.out.print("[dim]gate: in-process (embedded mode); its live rate exists only inside a running "
+        common.out.print("[dim]gate: in-process (embedded mode); its live rate exists only inside a running "
                       "`pipeline run`, so the configured rate is shown[/]")
     if note:
-        cli.err.print(f"[yellow]{note}[/]", highlight=False)
+        common.err.print(f"[yellow]{note}[/]", highlight=False)
 
 
 def _overview(rows: list[ProviderHealth]) -> Table:
@@ -69,16 +66,16 @@ def _overview(rows: list[ProviderHealth]) -> Table:
         t.add_column(col, justify="left" if col in ("name", "kind", "state") else "right")
     for h in rows:
         cfg = h.config
-        state = h.state_text + (f" ({h.reason})" if h.reason else "")
+        state = esc(h.state_text + (f" ({h.reason})" if h.reason else ""))  # a provider's reason: data
         colour = "green" if h.state == "ok" else "red" if h.state == "paused" else "yellow"
         g = h.gate
         if g is not None:
             rate = f"{g.rate_per_min:,.1f} / {g.limit_per_min:,.1f}"
             flight, today = f"{g.in_flight}/{g.concurrency}", f"{g.today:,}/{g.daily_limit:,}"
         else:
-            rate, flight, today = (h.gate_error or "-"), "-", "-"
+            rate, flight, today = esc(h.gate_error or "-"), "-", "-"
         w1, wd = h.windows.get("1h"), h.windows.get("1d")
-        t.add_row(h.name, cfg.kind if cfg else "(not configured)", f"[{colour}]{state}[/]", rate, flight, today,
+        t.add_row(esc(h.name), cfg.kind if cfg else "(not configured)", f"[{colour}]{state}[/]", rate, flight, today,
                   str(w1.requests) if w1 else "-", pct(w1.success_rate) if w1 else "-",
                   pct(w1.rate_429) if w1 else "-", str(wd.requests) if wd else "-",
                   pct(wd.success_rate) if wd else "-", pct(wd.rate_429) if wd else "-")
@@ -91,15 +88,14 @@ def _stability(title: str, label: str, rows: list[ProviderHealth]) -> Table:
         t.add_column(col, justify="left" if col in ("provider", "errors") else "right")
     for h in rows:
         st = h.windows[label]
-        t.add_row(h.name, str(st.requests), str(st.in_flight), pct(st.success_rate), secs(st.p50_ms),
+        t.add_row(esc(h.name), str(st.requests), str(st.in_flight), pct(st.success_rate), secs(st.p50_ms),
                   secs(st.p95_ms), secs(st.max_ms), str(st.http_429), pct(st.rate_429),
-                  error_classes(st.error_classes))
+                  esc(error_classes(st.error_classes)))
     return t
 
 
 def resume(name: Annotated[str, typer.Argument(help="provider to resume")], config: ConfigOpt = None) -> None:
     """Clear a paused (or parked) provider: new calls may go to it again at once."""
-    from pipeline import cli
     from pipeline.clock import utcnow
     from pipeline.core.providers_state import all_states
     from pipeline.core.providers_state import resume as do_resume
@@ -117,5 +113,6 @@ def resume(name: Annotated[str, typer.Argument(help="provider to resume")], conf
         rt.gate.park(name, 0.0, "")  # lift a park held in the gate too
         return before
 
-    before = cli._with_runtime(config, go)
-    cli.out.print(f"provider {name}: ok" + (f" (was {before})" if before else " (was not paused)"), highlight=False)
+    before = common.with_runtime(config, go)
+    common.out.print(f"provider {esc(name)}: ok" + (f" (was {esc(before)})" if before else " (was not paused)"),
+                  highlight=False)

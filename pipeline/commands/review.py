@@ -17,9 +17,9 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import common
+from pipeline.commands.common import ConfigOpt
 from pipeline.errors import InputError
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.yaml to read (default: ./pipeline.yaml)")]
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,6 @@ def review(job: Annotated[str, typer.Argument(help="job id or name")], config: C
                "--prompt", metavar="ITEM TEXT", help="edit an item's prompt (used when it is regenerated)")] = None,
            ) -> None:
     """Approve or reject items of a job (with an optional note), or edit one item's prompt."""
-    from pipeline import cli
     from pipeline.clock import utcnow
     from pipeline.review.state import review as do_review
     from pipeline.review.state import set_prompt, split_keys
@@ -45,46 +44,46 @@ def review(job: Annotated[str, typer.Argument(help="job id or name")], config: C
 
     lists = {"approve": split_keys(approve), "reject": split_keys(reject), "clear": split_keys(clear)}
     if prompt is not None and any(lists.values()):
-        cli.fail(InputError("--prompt edits one item; review items in another call", where="--prompt"))
+        common.fail(InputError("--prompt edits one item; review items in another call", where="--prompt"))
     if prompt is None and not any(lists.values()):
-        cli.fail(InputError("give --approve, --reject or --clear item ids, or --prompt ITEM TEXT", where="review"))
+        common.fail(InputError("give --approve, --reject or --clear item ids, or --prompt ITEM TEXT", where="review"))
     if prompt is not None:
         key, text = prompt
 
         def edit(rt: Runtime) -> tuple[int, str]:
             return set_prompt(rt.sessions, job, key, text, utcnow())
 
-        job_id, name = cli._with_runtime(config, edit)
-        cli.out.print(f"job {job_id} {name}: prompt of {key} saved; `pipeline rerun {name} --rejected` uses it "
+        job_id, name = common.with_runtime(config, edit)
+        common.out.print(f"job {job_id} {name}: prompt of {key} saved; `pipeline rerun {name} --rejected` uses it "
                       "when the item is rejected", highlight=False, markup=False, soft_wrap=True)
         return
-    res = cli._with_runtime(config, lambda rt: do_review(rt.sessions, job, utcnow(), note=note, **lists))
+    res = common.with_runtime(config, lambda rt: do_review(rt.sessions, job, utcnow(), note=note, **lists))
     parts = [f"{len(v)} {k}" for k, v in (("approved", res.approved), ("rejected", res.rejected),
                                             ("cleared", res.cleared)) if v]
-    cli.out.print(f"job {res.job_id} {res.job_name}: {', '.join(parts)}", highlight=False, markup=False,
+    common.out.print(f"job {res.job_id} {res.job_name}: {', '.join(parts)}", highlight=False, markup=False,
                   soft_wrap=True)
 
 
 def rerun_rejected(job: str, config: Path | None) -> None:
     """`pipeline rerun JOB --rejected`: regenerate the rejected items (old images kept as history, edited prompts
     applied, the cache bypassed for them only); processed here in the embedded mode, by the workers otherwise."""
-    from pipeline import cli, services
+    from pipeline import services
     from pipeline.clock import utcnow
     from pipeline.review.regenerate import regenerate_rejected
 
-    settings = cli.settings_from(config)
-    providers = cli._job_providers(settings, job)
-    rt, stack = cli.guarded(lambda: services.open_for(settings, providers if settings.embedded else []))
+    settings = common.settings_from(config)
+    providers = common.job_providers(settings, job)
+    rt, stack = common.guarded(lambda: services.open_for(settings, providers if settings.embedded else []))
     with stack:
         started = utcnow()
-        res = cli.guarded(lambda: regenerate_rejected(rt.sessions, rt.storage, job, started))
-        cli.out.print(f"job {res.job_id}: {len(res.keys)} rejected items back to pending, the cache bypassed for "
+        res = common.guarded(lambda: regenerate_rejected(rt.sessions, rt.storage, job, started))
+        common.out.print(f"job {res.job_id}: {len(res.keys)} rejected items back to pending, the cache bypassed for "
                       f"them (old images kept as history: {res.kept}; with an edited prompt: {res.edited})",
                       highlight=False, markup=False, soft_wrap=True)
         if not settings.embedded or not res.keys:
             return
-        final = cli._process_with_progress(rt, res.job_id, len(res.keys), as_json=False)
-        cli.render_summary(services.summary(rt, res.job_id, since=started), scope=" — this rerun")
+        final = common.process_with_progress(rt, res.job_id, len(res.keys), as_json=False)
+        common.render_summary(services.summary(rt, res.job_id, since=started), scope=" — this rerun")
     raise typer.Exit(1 if final.counts["failed"] or final.counts["blocked"] else 0)
 
 
@@ -95,17 +94,16 @@ def export(job: Annotated[str, typer.Argument(help="job id or name")], config: C
            ) -> None:
     """Export the approved set: a JSON manifest of output keys and URLs on stdout, or --csv FILE, or --zip FILE
     (the images under images/ plus manifest.json and manifest.csv)."""
-    from pipeline import cli
     from pipeline.clock import utcnow
     from pipeline.core.control import find_job
     from pipeline.review import export as exporting
     from pipeline.runtime import Runtime
 
     if not approved:
-        cli.fail(InputError("say what to export: --approved", where="export"))
+        common.fail(InputError("say what to export: --approved", where="export"))
     for f in (csv_file, zip_file):
         if f is not None and not f.parent.is_dir():
-            cli.fail(InputError("no such directory", where=str(f.parent)))
+            common.fail(InputError("no such directory", where=str(f.parent)))
 
     def go(rt: Runtime) -> tuple[dict[str, object], int]:
         now = utcnow()
@@ -122,13 +120,13 @@ def export(job: Annotated[str, typer.Argument(help="job id or name")], config: C
             images = counter[0]
         return exporting.manifest_json(j, rows, now), images
 
-    manifest, images = cli._with_runtime(config, go)
+    manifest, images = common.with_runtime(config, go)
     if csv_file is None and zip_file is None:
-        cli.emit_json(manifest)
+        common.emit_json(manifest)
         return
     for f, what in ((csv_file, "manifest"), (zip_file, f"{images} images and manifest")):
         if f is not None:
-            cli.err.print(f"wrote {f}: {what} of {manifest['count']} approved items of job {manifest['job']}",
+            common.err.print(f"wrote {f}: {what} of {manifest['count']} approved items of job {manifest['job']}",
                           highlight=False, markup=False, soft_wrap=True)
 
 
@@ -156,18 +154,18 @@ def serve(host: Annotated[str, typer.Option(help="interface to bind (a token is 
     """The review web app: jobs with live progress, a job's gallery (approve, reject, edit prompts, regenerate,
     export) and the providers' health. Binds to 127.0.0.1 unless told otherwise; any other address needs
     serve.token (or PIPELINE_SERVE_TOKEN)."""
-    from pipeline import cli, services
+    from pipeline import services
     from pipeline.web.server import check_bind
     from pipeline.web.server import serve as run_app
 
-    settings = cli.settings_from(config)
-    token = cli.guarded(lambda: check_bind(host, settings))
+    settings = common.settings_from(config)
+    token = common.guarded(lambda: check_bind(host, settings))
     here = settings.embedded if worker is None else worker
     names = sorted(n for n, p in settings.providers.items() if not p.base_url) if here else []
-    rt, stack = cli.guarded(lambda: services.open_for(settings, names))
+    rt, stack = common.guarded(lambda: services.open_for(settings, names))
     with stack:
         def ready(url: str) -> None:
-            cli.err.print(f"review app on {url} ({'token required' if token else 'no token: loopback only'}; "
+            common.err.print(f"review app on {url} ({'token required' if token else 'no token: loopback only'}; "
                           f"{'items are processed here' if here else 'workers process regenerated items'}); "
                           "Ctrl-C to stop", highlight=False, markup=False)
 

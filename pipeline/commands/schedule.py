@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands.common import ConfigOpt, emit_json, fail, guarded, out, settings_from, with_runtime
 from pipeline.errors import InputError
 
 schedule_app = typer.Typer(no_args_is_help=True, help="Scheduled runs of manifests (fired by `pipeline beat`).")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.yaml to read (default: ./pipeline.yaml)")]
 
 
 def _local(t: datetime | None, timezone: str) -> str:
@@ -29,7 +29,6 @@ def add(manifest: Path, config: ConfigOpt = None,
         ) -> None:
     """Register MANIFEST's `schedule: {cron, timezone}` (or update the schedule of that name)."""
     from pipeline import services
-    from pipeline.cli import fail, guarded, out, settings_from
     from pipeline.clock import utcnow
     from pipeline.runtime import open_runtime
     from pipeline.schedules import store
@@ -62,11 +61,10 @@ def list_(config: ConfigOpt = None,
     """Schedules with their next and last runs."""
     from rich.table import Table
 
-    from pipeline.cli import _with_runtime, emit_json, out
     from pipeline.clock import utcnow
     from pipeline.schedules import store
 
-    rows = _with_runtime(config, lambda rt: store.list_schedules(rt.sessions, utcnow()))
+    rows = with_runtime(config, lambda rt: store.list_schedules(rt.sessions, utcnow()))
     if as_json:
         emit_json({"schedules": [r.as_json() for r in rows]})
         return
@@ -82,32 +80,29 @@ def list_(config: ConfigOpt = None,
 @schedule_app.command("remove")
 def remove(name: str, config: ConfigOpt = None) -> None:
     """Delete a schedule (its fire history stays: adding it again never repeats a run)."""
-    from pipeline.cli import _with_runtime, out
     from pipeline.schedules import store
 
-    _with_runtime(config, lambda rt: store.remove(rt.sessions, name))
+    with_runtime(config, lambda rt: store.remove(rt.sessions, name))
     out.print(f"schedule {name} removed")
 
 
 @schedule_app.command("pause")
 def pause(name: str, config: ConfigOpt = None) -> None:
     """Stop firing a schedule; the times that pass while paused are not run."""
-    from pipeline.cli import _with_runtime, out
     from pipeline.clock import utcnow
     from pipeline.schedules import store
 
-    _with_runtime(config, lambda rt: store.set_paused(rt.sessions, name, utcnow(), paused=True))
+    with_runtime(config, lambda rt: store.set_paused(rt.sessions, name, utcnow(), paused=True))
     out.print(f"schedule {name} paused")
 
 
 @schedule_app.command("resume")
 def resume(name: str, config: ConfigOpt = None) -> None:
     """Fire a paused schedule again, from its next time on."""
-    from pipeline.cli import _with_runtime, out
     from pipeline.clock import utcnow
     from pipeline.schedules import store
 
-    _with_runtime(config, lambda rt: store.set_paused(rt.sessions, name, utcnow(), paused=False))
+    with_runtime(config, lambda rt: store.set_paused(rt.sessions, name, utcnow(), paused=False))
     out.print(f"schedule {name} active")
 
 

@@ -6,16 +6,14 @@ so one alert goes out per threshold however many workers cross it together. Send
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
 import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from pipeline.config import BudgetCaps
-from pipeline.core.budget import periods
 from pipeline.db.models import BudgetPeriod, Job
 
 log = logging.getLogger("pipeline.budget")
@@ -44,8 +42,9 @@ def _crossed(spent: Decimal, cap: Decimal, already: int) -> int | None:
     return max(hits) if hits else None
 
 
-def claim_alerts(s: Session, job_id: int, caps: BudgetCaps, now: datetime) -> list[Alert]:
-    """Inside the settling transaction: the thresholds just crossed, each claimed by exactly one caller."""
+def claim_alerts(s: Session, job_id: int, periods: Sequence[str]) -> list[Alert]:
+    """Inside the settling transaction: the thresholds just crossed, each claimed by exactly one caller, for the
+    job and the budget periods its cost was charged to."""
     out: list[Alert] = []
     row = s.execute(select(Job.name, Job.spent_usd, Job.max_usd, Job.alerted_pct)
                     .where(Job.id == job_id)).one_or_none()
@@ -55,10 +54,11 @@ def claim_alerts(s: Session, job_id: int, caps: BudgetCaps, now: datetime) -> li
                                          .values(alerted_pct=pct)
                                          .execution_options(synchronize_session=False)).rowcount == 1:  # type: ignore[attr-defined]
             out.append(Alert(f"job {row.name}", pct, row.spent_usd, row.max_usd))
-    for period, cap in periods(now, caps):
+    for period in periods:
         prow = s.get(BudgetPeriod, period)
-        if prow is None:
+        if prow is None or prow.cap_usd is None:
             continue
+        cap = prow.cap_usd
         pct = _crossed(prow.spent_usd, cap, prow.alerted_pct)
         if pct is not None and s.execute(update(BudgetPeriod)
                                          .where(BudgetPeriod.period == period,
@@ -69,8 +69,9 @@ def claim_alerts(s: Session, job_id: int, caps: BudgetCaps, now: datetime) -> li
     return out
 
 
-def send_alerts(alerts: list[Alert], webhook_url: str | None, client: httpx.Client | None = None) -> None:
-    """Log each alert and POST it to the webhook (JSON). A failing webhook is logged, never raised."""
+def send_alerts(alerts: list[Alert], webhook_url: str | None, client: httpx.Client) -> None:
+    """Log each alert and POST it to the webhook (JSON) with the process's client. A failing webhook is logged,
+    never raised."""
     for a in alerts:
         log.warning(a.text())
         if not webhook_url:
@@ -78,9 +79,6 @@ def send_alerts(alerts: list[Alert], webhook_url: str | None, client: httpx.Clie
         body = {"text": a.text(), "scope": a.scope, "pct": a.pct, "spent_usd": f"{a.spent_usd:.2f}",
                 "cap_usd": f"{a.cap_usd:.2f}"}
         try:
-            if client is not None:
-                client.post(webhook_url, json=body, timeout=WEBHOOK_TIMEOUT_S)
-            else:
-                httpx.post(webhook_url, json=body, timeout=WEBHOOK_TIMEOUT_S)
+            client.post(webhook_url, json=body, timeout=WEBHOOK_TIMEOUT_S)
         except httpx.HTTPError as e:
             log.warning("budget alert webhook failed: %s", type(e).__name__)

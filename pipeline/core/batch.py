@@ -13,32 +13,37 @@ go back to pending; cancelling a job cancels its open batches.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select, update
 
-from pipeline.core import budget, cache
+from pipeline.core import budget, cache, lifecycle
+from pipeline.core.call import Call
 from pipeline.core.context import Context
 from pipeline.core.costs import estimate_cost
-from pipeline.core.process import _close_attempt, _serve_from_cache, _settle_failure, _settle_success, _transition
+from pipeline.core.ports import BatchClients
+from pipeline.core.settle import (
+    block_item,
+    close_attempt,
+    end_item,
+    serve_from_cache,
+    settle_budget,
+    settle_failure,
+    settle_success,
+)
 from pipeline.db.models import Attempt, Batch, Item, Job
 from pipeline.errors import PipelineError, ProviderError
-from pipeline.notify.events import claim_budget
 from pipeline.providers.base import ImageRequest, ImageResult
-from pipeline.providers.gemini_batch import BatchState, GeminiBatchClient
-from pipeline.states import AttemptOutcome, ItemState, JobState
+from pipeline.providers.gemini_batch import BatchState as RemoteState
+from pipeline.states import OPEN_BATCH_STATES, AttemptOutcome, BatchState, ItemState, JobState
 
 log = logging.getLogger("pipeline.batch")
 
 #: an item waits in its batch at most this long before its lease runs out and the sweeper frees it
 BATCH_LEASE = timedelta(hours=49)
-
-BatchClients = Callable[[str, str | None], GeminiBatchClient]
 
 
 def _owner(display_name: str) -> str:
@@ -73,7 +78,6 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
     cfg = ctx.providers.config(provider)
     display_name = f"pl-{job.id}-{uuid.uuid4().hex[:12]}"
     owner = _owner(display_name)
-    bctx = dataclasses.replace(ctx, owner=owner)
     with ctx.sessions.begin() as s:
         q = (select(Item.id).where(Item.job_id == job.id, Item.state == ItemState.PENDING, Item.next_attempt_at <= now)
              .order_by(Item.id).limit(ctx.settings.batch.max_items))
@@ -82,11 +86,8 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
         ids = list(s.scalars(q))
         if not ids:
             return 0
-        s.execute(update(Item).where(Item.id.in_(ids), Item.state == ItemState.PENDING)
-                  .values(state=ItemState.RUNNING, lease_owner=owner, lease_expires_at=now + BATCH_LEASE,
-                          updated_at=now).execution_options(synchronize_session=False))
+        lifecycle.claim_many(s, ids, owner, now + BATCH_LEASE, now)
     members: list[Item] = []
-    estimates: dict[int, Decimal] = {}
     for item_id in ids:
         with ctx.sessions.begin() as s:
             item = s.get(Item, item_id)
@@ -94,41 +95,36 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
                 continue
             decision = cache.reserve(s, item.cache_key, item.id, now, force=item.force)
             if decision.decision == cache.Decision.WAIT:
-                _transition(bctx, s, item.id, now, state=ItemState.PENDING, next_attempt_at=now + timedelta(seconds=5))
+                lifecycle.retry_at(s, item.id, owner, now + timedelta(seconds=5), now)
                 continue
         if decision.decision == cache.Decision.HIT:
-            _serve_from_cache(bctx, item, decision)
+            serve_from_cache(ctx, item, owner, decision)
             continue
         est = estimate_cost(cfg, item.resolution, len(item.references), len(item.prompt)) or Decimal(0)
         with ctx.sessions.begin() as s:
             resv = budget.reserve(s, job.id, est, ctx.settings.budget, now)
             if resv.verdict != budget.Verdict.RESERVED:
                 s.rollback()
+            else:  # held by the item from now on, so whoever gives it back settles it (sweep.give_back)
+                lifecycle.hold(s, item.id, owner, est, resv.periods)
         if resv.verdict != budget.Verdict.RESERVED:
             with ctx.sessions.begin() as s:
                 if resv.verdict == budget.Verdict.BLOCKED:
-                    _transition(bctx, s, item.id, now, state=ItemState.BLOCKED, finished_at=now,
-                                failure_reason=f"budget: the {resv.scope} cap leaves no room for {est} USD")
-                    cache.abandon(s, item.cache_key, item.id)
-                    claim_budget(s, job.id, ctx.settings.notify, now)  # the run's budget notification, once
+                    block_item(ctx, s, item, owner, f"budget: the {resv.scope} cap leaves no room for {est} USD", now)
                 else:
-                    _transition(bctx, s, item.id, now, state=ItemState.PENDING,
-                                next_attempt_at=now + timedelta(seconds=5))
+                    lifecycle.retry_at(s, item.id, owner, now + timedelta(seconds=5), now)
             continue
         members.append(item)
-        estimates[item.id] = est
     if not members:
         return 0
     with ctx.sessions.begin() as s:
-        s.add(Batch(job_id=job.id, provider=provider, display_name=display_name, state="creating",
+        s.add(Batch(job_id=job.id, provider=provider, display_name=display_name, state=BatchState.CREATING,
                     item_ids=[i.id for i in members], next_poll_at=now, created_at=now, updated_at=now))
         for item in members:
             s.add(Attempt(item_id=item.id, job_id=job.id, provider=provider, lease_owner=owner,
                           outcome=AttemptOutcome.STARTED, maybe_billed=True, started_at=now, remote_id=display_name,
                           cost_usd=None))
-            s.execute(update(Item).where(Item.id == item.id)
-                      .values(attempts=Item.attempts + 1, provider=provider, reserved_usd=estimates[item.id])
-                      .execution_options(synchronize_session=False))
+            lifecycle.start_attempt(s, item.id, owner, provider)
     try:
         requests = [(str(i.id), _request(ctx, i)) for i in members]
         handle = clients(provider, job.region).create(display_name, requests)
@@ -140,7 +136,7 @@ def _submit_for_job(ctx: Context, clients: BatchClients, job: Job, provider: str
         return 0
     with ctx.sessions.begin() as s:
         s.execute(update(Batch).where(Batch.display_name == display_name)
-                  .values(remote_name=handle.name, state="running", updated_at=now,
+                  .values(remote_name=handle.name, state=BatchState.RUNNING, updated_at=now,
                           next_poll_at=now + timedelta(seconds=ctx.settings.batch.poll_s)))
     log.info("batch %s: %d items submitted to %s as %s", display_name, len(members), provider, handle.name)
     return 1
@@ -151,7 +147,7 @@ def _create_failed(ctx: Context, display_name: str, e: PipelineError, now: datet
     with ctx.sessions.begin() as s:
         batch = s.scalar(select(Batch).where(Batch.display_name == display_name))
         assert batch is not None
-        batch.state, batch.error, batch.updated_at = "lost", str(e)[:2000], now
+        batch.state, batch.error, batch.updated_at = BatchState.LOST, str(e)[:2000], now
         ids = list(batch.item_ids)
         provider = batch.provider
     err = e if isinstance(e, ProviderError) else ProviderError(str(e), provider=provider, error_class="input")
@@ -167,7 +163,6 @@ def _members(ctx: Context, owner: str, ids: list[int]) -> list[Item]:
 def _settle_members(ctx: Context, display_name: str, provider: str, ids: list[int],
                     outcomes: dict[str, ImageResult | ProviderError], now: datetime) -> None:
     owner = _owner(display_name)
-    bctx = dataclasses.replace(ctx, owner=owner)
     members = _members(ctx, owner, ids)
     with ctx.sessions() as s:
         cancelled = {j for j, st in s.execute(select(Job.id, Job.state).where(
@@ -179,29 +174,29 @@ def _settle_members(ctx: Context, display_name: str, provider: str, ids: list[in
         if attempt_id is None:
             continue
         outcome = outcomes.get(str(item.id))
-        latency_ms = int((now - item.updated_at).total_seconds() * 1000) if item.updated_at else None
+        latency_ms = int((now - item.updated_at).total_seconds() * 1000) if item.updated_at else 0
+        # the batch's attempt was counted when it was created: item.attempts is this call's number
+        call = Call(item=item, provider=provider, estimate=item.reserved_usd,
+                    periods=tuple(item.reserved_periods or ()), attempt_id=attempt_id, attempt=item.attempts,
+                    owner=owner)
         if item.job_id in cancelled and not isinstance(outcome, ImageResult):
             with ctx.sessions.begin() as s:
-                _close_attempt(s, attempt_id, now, outcome=AttemptOutcome.TERMINAL, error_class="cancelled",
-                               detail="job cancelled", maybe_billed=False)
-                budget.settle(s, item.job_id, item.reserved_usd, Decimal(0), ctx.settings.budget, now)
-                _transition(bctx, s, item.id, now, state=ItemState.CANCELLED, finished_at=now,
-                            failure_reason="cancelled", reserved_usd=Decimal(0))
-                cache.abandon(s, item.cache_key, item.id)
+                abandoned = close_attempt(s, attempt_id, now, outcome=AttemptOutcome.TERMINAL,
+                                          error_class="cancelled", detail="job cancelled", maybe_billed=False)
+                settle_budget(s, call, Decimal(0), abandoned=abandoned)
+                end_item(s, item, owner, ItemState.CANCELLED, "cancelled", now)
             continue
         if isinstance(outcome, ImageResult):
-            _settle_success(bctx, item, item.job_id, provider, attempt_id, item.reserved_usd, outcome,
-                            latency_ms or 0)
+            settle_success(ctx, call, outcome, latency_ms)
         else:
             err = outcome or ProviderError("missing from the batch output", provider=provider, error_class="missing")
-            _settle_failure(bctx, item, item.job_id, provider, attempt_id, item.attempts, item.reserved_usd, err,
-                            latency_ms or 0)
+            settle_failure(ctx, call, err, latency_ms)
 
 
 def poll_batches(ctx: Context, clients: BatchClients, now: datetime) -> int:
     """Poll open batches that are due; settle the finished ones. Returns batches finished."""
     with ctx.sessions() as s:
-        due = list(s.scalars(select(Batch).where(Batch.state.in_(["creating", "running"]),
+        due = list(s.scalars(select(Batch).where(Batch.state.in_(sorted(OPEN_BATCH_STATES)),
                                                  Batch.next_poll_at <= now)))
     finished = 0
     for b in due:
@@ -219,21 +214,21 @@ def _poll_one(ctx: Context, clients: BatchClients, b: Batch, now: datetime) -> i
     with ctx.sessions() as s:
         region = s.scalar(select(Job.region).where(Job.id == b.job_id))
     client = clients(b.provider, region)
-    if b.state == "creating":
+    if b.state == BatchState.CREATING:
         found = client.find_by_display_name(b.display_name)
         if found is None:
             if now - b.created_at > timedelta(seconds=ctx.settings.batch.create_grace_s):
                 err = ProviderError("batch create was never confirmed", provider=b.provider,
                                     error_class="batch_lost")
                 with ctx.sessions.begin() as s:
-                    s.execute(update(Batch).where(Batch.id == b.id).values(state="lost", updated_at=now))
+                    s.execute(update(Batch).where(Batch.id == b.id).values(state=BatchState.LOST, updated_at=now))
                 _settle_members(ctx, b.display_name, b.provider, list(b.item_ids),
                                 {str(i): _retryable(err) for i in b.item_ids}, now)
                 return 1
             _next_poll(ctx, b, now)
             return 0
         with ctx.sessions.begin() as s:
-            s.execute(update(Batch).where(Batch.id == b.id).values(remote_name=found.name, state="running",
+            s.execute(update(Batch).where(Batch.id == b.id).values(remote_name=found.name, state=BatchState.RUNNING,
                                                                     updated_at=now))
         b.remote_name = found.name
     assert b.remote_name is not None
@@ -250,7 +245,7 @@ def _poll_one(ctx: Context, clients: BatchClients, b: Batch, now: datetime) -> i
     _settle_members(ctx, b.display_name, b.provider, list(b.item_ids), outcomes, now)
     with ctx.sessions.begin() as s:
         s.execute(update(Batch).where(Batch.id == b.id).values(
-            state="cancelled" if status.state == BatchState.CANCELLED else "done",
+            state=BatchState.CANCELLED if status.state == RemoteState.CANCELLED else BatchState.DONE,
             remote_state=str(status.state), error=status.error, updated_at=now))
     return 1
 
@@ -270,7 +265,7 @@ def _next_poll(ctx: Context, b: Batch, now: datetime) -> None:
 def cancel_job_batches(ctx: Context, clients: BatchClients, job_id: int, now: datetime) -> int:
     """Cancel a job's open batches at the provider; their items end cancelled when the poll sees it."""
     with ctx.sessions() as s:
-        open_ = list(s.scalars(select(Batch).where(Batch.job_id == job_id, Batch.state == "running")))
+        open_ = list(s.scalars(select(Batch).where(Batch.job_id == job_id, Batch.state == BatchState.RUNNING)))
         region = s.scalar(select(Job.region).where(Job.id == job_id))
     for b in open_:
         if b.remote_name:

@@ -2,14 +2,21 @@
 
 A reservation succeeds only when `spent + reserved + estimate <= cap` for the job and for every global period
 (day, month) in the same transaction, so no interleaving of workers can pass a cap.
+
+A reservation names the periods it was made against (`Reservation.periods`, kept on the item while it runs),
+and is settled or given back against exactly those: a call that starts before midnight and ends after it is
+charged to the day it was admitted under, and leaves no reservation behind in either day. Days and months are
+counted in `budget.timezone` (default UTC).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -31,14 +38,24 @@ class Reservation:
     verdict: Verdict
     amount: Decimal = ZERO
     scope: str = ""  # which cap refused: "job" | "day:..." | "month:..."
+    #: the global periods the amount is reserved in ("day:2026-11-27", "month:2026-11"): settle against these
+    periods: tuple[str, ...] = ()
+
+
+def period_keys(now: datetime, timezone: str = "UTC") -> tuple[str, str]:
+    """The day and month periods that naive-UTC `now` falls in, counted in `timezone`."""
+    local = now.replace(tzinfo=UTC).astimezone(ZoneInfo(timezone))
+    return f"day:{local:%Y-%m-%d}", f"month:{local:%Y-%m}"
 
 
 def periods(now: datetime, caps: BudgetCaps) -> list[tuple[str, Decimal]]:
+    """The capped periods a reservation made at `now` counts against, with their caps."""
+    day, month = period_keys(now, caps.timezone)
     out: list[tuple[str, Decimal]] = []
     if caps.daily_usd is not None:
-        out.append((f"day:{now:%Y-%m-%d}", caps.daily_usd))
+        out.append((day, caps.daily_usd))
     if caps.monthly_usd is not None:
-        out.append((f"month:{now:%Y-%m}", caps.monthly_usd))
+        out.append((month, caps.monthly_usd))
     return out
 
 
@@ -65,7 +82,8 @@ def reserve(s: Session, job_id: int, amount: Decimal, caps: BudgetCaps, now: dat
         cap = s.scalar(select(Job.max_usd).where(Job.id == job_id))
         blocked = cap is not None and spent + amount > cap
         return Reservation(Verdict.BLOCKED if blocked else Verdict.WAIT, scope="job")
-    for period, cap in periods(now, caps):
+    capped = periods(now, caps)
+    for period, cap in capped:
         _ensure_period(s, period, cap)
         res = s.execute(
             update(BudgetPeriod)
@@ -77,15 +95,16 @@ def reserve(s: Session, job_id: int, amount: Decimal, caps: BudgetCaps, now: dat
         if res.rowcount != 1:  # type: ignore[attr-defined]
             spent = s.scalar(select(BudgetPeriod.spent_usd).where(BudgetPeriod.period == period)) or ZERO
             return Reservation(Verdict.BLOCKED if spent + amount > cap else Verdict.WAIT, scope=period)
-    return Reservation(Verdict.RESERVED, amount=amount)
+    return Reservation(Verdict.RESERVED, amount=amount, periods=tuple(p for p, _ in capped))
 
 
-def settle(s: Session, job_id: int, reserved: Decimal, cost: Decimal, caps: BudgetCaps, now: datetime) -> None:
-    """Replace a reservation by the real cost (cost may be 0 for a call that was not billed)."""
+def settle(s: Session, job_id: int, periods: Sequence[str], reserved: Decimal, cost: Decimal) -> None:
+    """Replace a reservation by the real cost (cost may be 0 for a call that was not billed), in the job and in
+    exactly the periods the reservation was made against (`Reservation.periods`)."""
     s.execute(update(Job).where(Job.id == job_id)
               .values(reserved_usd=Job.reserved_usd - reserved, spent_usd=Job.spent_usd + cost)
               .execution_options(synchronize_session=False))
-    for period, _cap in periods(now, caps):
+    for period in periods:
         s.execute(update(BudgetPeriod).where(BudgetPeriod.period == period)
                   .values(reserved_usd=BudgetPeriod.reserved_usd - reserved,
                           spent_usd=BudgetPeriod.spent_usd + cost)

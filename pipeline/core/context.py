@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
+import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.clock import Clock
 from pipeline.config import ProviderConfig, Settings
+from pipeline.core.policy import RetryPolicy
+from pipeline.core.ports import Gate, OnBlocked
 from pipeline.providers.base import Provider, Reference
 from pipeline.storage.base import Storage
-
-
-class GateLike(Protocol):
-    """The admission gate as the core uses it (pipeline.gate implements it for Redis and in-process)."""
-
-    def acquire(self, key: str, limits: Any) -> Any: ...
-
-    def release(self, key: str, token: str) -> None: ...
-
-    def feedback(self, key: str, *, ok: bool, rate_limited: bool, retry_after_s: float | None,
-                 token: str | None = None) -> None: ...
-
-    def park(self, key: str, until_epoch_s: float, reason: str) -> None: ...
 
 
 class ProviderRegistry:
@@ -60,11 +49,18 @@ class Context:
     sessions: sessionmaker[Session]
     storage: Storage
     providers: ProviderRegistry
-    gate: GateLike
+    gate: Gate
     settings: Settings
     #: this process's lease owner id (host-pid-random)
     owner: str
     clock: Clock
     load_reference: Callable[[dict[str, Any]], Reference]
-    sleep: Callable[[float], None] = field(default=lambda s: None)
-    rng: random.Random = field(default_factory=random.Random)
+    #: what an error leads to (retry at T, fail over, park, pause, fail), with its own rng
+    policy: RetryPolicy
+    #: how the core waits a moment (a gate slot's wait, a pause between database retries): time.sleep in a
+    #: process, a fake in tests; no default, so nothing waits by accident or skips a wait silently
+    sleep: Callable[[float], None]
+    #: the process's HTTP client (budget alert webhooks)
+    http: httpx.Client
+    #: told, in the blocking transaction, when an item is blocked for budget (job notifications)
+    on_blocked: OnBlocked

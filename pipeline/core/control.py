@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.core import lifecycle
 from pipeline.db.models import Item, Job
 from pipeline.errors import InputError
 from pipeline.states import FINAL_STATES, ItemState, JobState
@@ -28,24 +29,20 @@ def rerun(sessions: sessionmaker[Session], ref: str, now: datetime, *, failed: b
     """Reset the chosen final items to pending. Returns (job_id, items reset). Default: failed and blocked."""
     with sessions.begin() as s:
         job = find_job(s, ref)
-        q = update(Item).where(Item.job_id == job.id)
+        keys: list[str] | None = None
+        states: frozenset[ItemState] = frozenset({ItemState.FAILED, ItemState.BLOCKED})  # --failed, the default
         if items:
             known = set(s.scalars(select(Item.key).where(Item.job_id == job.id, Item.key.in_(list(items)))))
             missing = [k for k in items if k not in known]
             if missing:
                 raise InputError(f"no such item(s) in job {job.name}: {', '.join(missing)}", where="--items")
-            q = q.where(Item.key.in_(list(items)), Item.state.in_([str(x) for x in FINAL_STATES]))
+            keys, states = list(items), FINAL_STATES
         elif all_items:
-            q = q.where(Item.state.in_([str(x) for x in FINAL_STATES]))
-        else:  # --failed, the default
-            q = q.where(Item.state.in_([ItemState.FAILED, ItemState.BLOCKED]))
-        res = s.execute(q.values(state=ItemState.PENDING, attempts=0, next_attempt_at=now, failure_reason=None,
-                                 lease_owner=None, lease_expires_at=None, queued_at=None, finished_at=None,
-                                 provider_index=0, force=force, updated_at=now)
-                        .execution_options(synchronize_session=False))
+            states = FINAL_STATES
+        n = lifecycle.reset(s, now, job_id=job.id, keys=keys, states=states, force=force)
         job.state = JobState.ACTIVE
         job.updated_at = now
-        return job.id, int(res.rowcount)  # type: ignore[attr-defined]
+        return job.id, n
 
 
 def cancel(sessions: sessionmaker[Session], ref: str, now: datetime) -> tuple[int, int]:
@@ -54,12 +51,7 @@ def cancel(sessions: sessionmaker[Session], ref: str, now: datetime) -> tuple[in
         job = find_job(s, ref)
         job.state = JobState.CANCELLED
         job.updated_at = now
-        res = s.execute(update(Item)
-                        .where(Item.job_id == job.id, Item.state.in_([ItemState.PENDING, ItemState.QUEUED]))
-                        .values(state=ItemState.CANCELLED, finished_at=now, failure_reason="cancelled",
-                                updated_at=now)
-                        .execution_options(synchronize_session=False))
-        return job.id, int(res.rowcount)  # type: ignore[attr-defined]
+        return job.id, lifecycle.cancel(s, job.id, now)
 
 
 def set_paused(sessions: sessionmaker[Session], ref: str, now: datetime, *, paused: bool) -> int:
@@ -71,7 +63,5 @@ def set_paused(sessions: sessionmaker[Session], ref: str, now: datetime, *, paus
             job.updated_at = now
         if not paused:
             # queued items of a paused job were never claimed; make them due again
-            s.execute(update(Item).where(Item.job_id == job.id, Item.state == ItemState.QUEUED)
-                      .values(state=ItemState.PENDING, queued_at=None, updated_at=now)
-                      .execution_options(synchronize_session=False))
+            lifecycle.unqueue(s, now, job_id=job.id)
         return job.id

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.core import lifecycle
 from pipeline.db.models import Item, Job
 from pipeline.states import ItemState, JobState
 
@@ -36,10 +37,7 @@ def dispatch_once(sessions: sessionmaker[Session], publish: Publish, now: dateti
         ids = list(s.scalars(q))
         if not ids:
             return 0
-        s.execute(update(Item)
-                  .where(Item.id.in_(ids), Item.state == ItemState.PENDING)
-                  .values(state=ItemState.QUEUED, queued_at=now, updated_at=now)
-                  .execution_options(synchronize_session=False))
+        lifecycle.queue(s, ids, now)
     # published after commit: a message for an item that is not queued yet would be refused by the claim
     try:
         publish(ids)
@@ -47,9 +45,6 @@ def dispatch_once(sessions: sessionmaker[Session], publish: Publish, now: dateti
         # the broker is unreachable: put the items back at once rather than leave them queued until the sweeper's
         # queued_timeout_s (a message that did go out before the failure is harmless: the claim decides)
         with sessions.begin() as s:
-            s.execute(update(Item)
-                      .where(Item.id.in_(ids), Item.state == ItemState.QUEUED, Item.queued_at == now)
-                      .values(state=ItemState.PENDING, queued_at=None, updated_at=now)
-                      .execution_options(synchronize_session=False))
+            lifecycle.unqueue(s, now, ids=ids, queued_at=now)
         raise
     return len(ids)

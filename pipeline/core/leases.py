@@ -1,4 +1,4 @@
-"""Claiming items and keeping their leases: every state change is a compare-and-set on state and lease.
+"""Claiming items and keeping their leases (the compare-and-sets themselves are pipeline.core.lifecycle's).
 
 A lease is renewed only while a thread of this process works on the item (`holding`): an item whose thread
 gave up (the database went away under it, say) stops being renewed, and the sweeper frees it when its lease
@@ -13,33 +13,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.clock import Clock
-from pipeline.db.models import Item, Job
-from pipeline.states import ItemState, JobState
-
-_active_jobs = select(Job.id).where(Job.state == JobState.ACTIVE).scalar_subquery()
+from pipeline.core import lifecycle
+from pipeline.db.models import Item
 
 
 def claim(sessions: sessionmaker[Session], item_id: int, owner: str, lease_s: float, now: datetime) -> Item | None:
     """Take an item that is queued (or pending and due) for `owner` under a lease. None if someone else has
     it, it is not due, it is final, or its job is not active: the claim, not the broker, decides who runs it."""
     with sessions.begin() as s:
-        res = s.execute(
-            update(Item)
-            .where(
-                Item.id == item_id,
-                or_(Item.state == ItemState.QUEUED,
-                    and_(Item.state == ItemState.PENDING, Item.next_attempt_at <= now)),
-                Item.job_id.in_(_active_jobs),
-            )
-            .values(state=ItemState.RUNNING, lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if res.rowcount != 1:  # type: ignore[attr-defined]
+        if not lifecycle.claim(s, item_id, owner, now + timedelta(seconds=lease_s), now):
             return None
         return s.get(Item, item_id)
 
@@ -77,18 +62,7 @@ def renew_all(sessions: sessionmaker[Session], owner: str, lease_s: float, now: 
     if not ids:
         return 0
     with sessions.begin() as s:
-        res = s.execute(
-            update(Item)
-            .where(Item.id.in_(ids), Item.lease_owner == owner, Item.state == ItemState.RUNNING)
-            .values(lease_expires_at=now + timedelta(seconds=lease_s))
-            .execution_options(synchronize_session=False)
-        )
-        return int(res.rowcount)  # type: ignore[attr-defined]
-
-
-def owned(item_id: int, owner: str) -> ColumnElement[bool]:
-    """WHERE clause for 'this item, still running under my lease'."""
-    return and_(Item.id == item_id, Item.state == ItemState.RUNNING, Item.lease_owner == owner)
+        return lifecycle.renew(s, ids, owner, now + timedelta(seconds=lease_s))
 
 
 class LeaseRenewer:

@@ -1,7 +1,9 @@
 """Submitting a manifest: one transaction creates or updates the job and its items (all or nothing).
 
 The same job name again is the same logical job: items already done and unchanged stay as they are, changed
-items are reset, new items are added. Nothing already paid for is paid again (the cache answers it).
+items are reset, new items are added. Nothing already paid for is paid again (the cache answers it). A changed
+item whose call is running keeps it (the lifecycle never resets a running item): it is counted as `busy`, and
+submitting again once it has finished generates the new spec.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.core import lifecycle
+from pipeline.core.output_keys import refuse_shared_keys
 from pipeline.db.models import CacheEntry, Item, Job
-from pipeline.states import FINAL_STATES, ItemState, JobState
+from pipeline.states import FINAL_STATES, CacheState, ItemState, JobState
 
-#: rows per INSERT statement when adding items
+#: ids per statement when resetting items or looking up cache keys
 CHUNK = 2000
+#: what a changed item may be reset from: anything but running (its call finishes first)
+_CHANGEABLE = frozenset({*FINAL_STATES, ItemState.PENDING, ItemState.QUEUED})
 
 
 class SpecLike(Protocol):
@@ -60,6 +66,8 @@ class JobSpec:
     max_usd: Decimal | None = None
     max_price_usd: Decimal | None = None
     deadline_at: datetime | None = None
+    #: refuse output keys that an item of another job also has (manifests: unless `output: {shared: true}`)
+    exclusive_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,14 +79,17 @@ class SubmitResult:
     unchanged: int
     #: items (new, changed or unchanged) that will cost nothing: done already or answered by the cache
     cached: int
+    #: changed items left as they were because their call is running: submit again once they finish
+    busy: int = 0
 
     def summary(self) -> str:
-        return f"{self.cached} cached, {self.new} new, {self.changed} changed"
+        line = f"{self.cached} cached, {self.new} new, {self.changed} changed"
+        return line + (f" ({self.busy} of them running: submit again once they finish)" if self.busy else "")
 
 
 def _item_row(job_id: int, spec: SpecLike, now: datetime) -> dict[str, Any]:
     return {
-        "job_id": job_id, "key": spec.key, "state": ItemState.PENDING, "prompt": spec.prompt,
+        "job_id": job_id, "key": spec.key, "prompt": spec.prompt,
         "resolution": spec.resolution, "aspect_ratio": spec.aspect_ratio, "output_format": spec.output_format,
         "output_key": spec.output_key,
         "references": [{"source": r.source, "sha256": r.sha256, "mime_type": r.mime_type} for r in spec.references],
@@ -112,12 +123,14 @@ def submit(sessions: sessionmaker[Session], job: JobSpec, specs: Sequence[SpecLi
             existing = {k: (i, h, st) for i, k, h, st in
                         s.execute(select(Item.id, Item.key, Item.spec_hash, Item.state).where(Item.job_id == row.id))}
         job_id = row.id
+        if job.exclusive_keys:
+            refuse_shared_keys(s, job_id, specs)
         if in_transaction is not None:
             in_transaction(s, job_id)
         ready = _ready_keys(s, [sp.cache_key for sp in specs])
         new_rows: list[dict[str, Any]] = []
         reset_ids: list[int] = []
-        new = changed = unchanged = cached = 0
+        new = changed = unchanged = cached = busy = 0
         for spec in specs:
             prior = existing.get(spec.key)
             if prior is None:
@@ -137,29 +150,21 @@ def submit(sessions: sessionmaker[Session], job: JobSpec, specs: Sequence[SpecLi
             changed += 1
             cached += spec.cache_key in ready
             values = _item_row(job_id, spec, now)
-            for k in ("job_id", "key", "created_at"):
+            for k in ("job_id", "key", "created_at", "updated_at", "next_attempt_at", "attempts", "provider_index",
+                      "force"):
                 values.pop(k)
-            values.update(failure_reason=None, lease_owner=None, lease_expires_at=None, queued_at=None,
-                          finished_at=None, provider=None, stored_url=None)
-            s.execute(update(Item).where(Item.id == item_id).values(**values)
-                      .execution_options(synchronize_session=False))
-        for i in range(0, len(new_rows), CHUNK):
-            s.execute(insert(Item), new_rows[i:i + CHUNK])
+            values.update(provider=None, stored_url=None)
+            if not lifecycle.reset(s, now, ids=[item_id], states=_CHANGEABLE, spec=values):
+                busy += 1
+        lifecycle.insert_items(s, new_rows)
         for i in range(0, len(reset_ids), CHUNK):
-            _reset(s, reset_ids[i:i + CHUNK], now)
-        return SubmitResult(job_id, job.name, new, changed, unchanged, cached)
+            lifecycle.reset(s, now, ids=reset_ids[i:i + CHUNK], states=FINAL_STATES)
+        return SubmitResult(job_id, job.name, new, changed, unchanged, cached, busy)
 
 
 def _ready_keys(s: Session, keys: list[str]) -> set[str]:
     out: set[str] = set()
     for i in range(0, len(keys), CHUNK):
         out.update(s.scalars(select(CacheEntry.cache_key).where(CacheEntry.cache_key.in_(keys[i:i + CHUNK]),
-                                                                CacheEntry.state == "ready")))
+                                                                CacheEntry.state == CacheState.READY)))
     return out
-
-
-def _reset(s: Session, item_ids: list[int], now: datetime) -> None:
-    s.execute(update(Item).where(Item.id.in_(item_ids)).values(
-        state=ItemState.PENDING, attempts=0, next_attempt_at=now, failure_reason=None, lease_owner=None,
-        lease_expires_at=None, queued_at=None, finished_at=None, provider_index=0, force=False, updated_at=now,
-    ).execution_options(synchronize_session=False))

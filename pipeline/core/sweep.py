@@ -4,7 +4,7 @@ become 'abandoned' (outcome unknown, maybe billed); finished jobs are marked don
 An item given back (`give_back`: its lease expired, or its worker hit an unexpected error) also gives back
 the budget it reserved: counted as spent when a call of it may have been billed (an open attempt), so a cap
 holds even for calls whose outcome is unknown, released otherwise. A late settle of such a call corrects
-the spent amount to the real cost (process.settle_budget).
+the spent amount to the real cost (settle.settle_budget).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.config import BudgetCaps
-from pipeline.core import budget
+from pipeline.core import budget, lifecycle
 from pipeline.db.models import Attempt, CacheEntry, Item, Job
 from pipeline.money import ZERO
 from pipeline.states import ACTIVE_STATES, AttemptOutcome, CacheState, ItemState, JobState
@@ -31,7 +30,7 @@ class SweepResult:
     jobs_done: int
 
 
-def give_back(s: Session, item_id: int, owner: str, now: datetime, caps: BudgetCaps, *,
+def give_back(s: Session, item_id: int, owner: str, now: datetime, *,
               next_attempt_at: datetime | None = None) -> int | None:
     """Return an item `owner` runs to pending, in the caller's transaction: its open attempts become abandoned
     (maybe billed) and its budget reservation is settled (spent if a call may have been billed, else
@@ -45,18 +44,14 @@ def give_back(s: Session, item_id: int, owner: str, now: datetime, caps: BudgetC
                     .values(outcome=AttemptOutcome.ABANDONED, finished_at=now, maybe_billed=True)
                     .execution_options(synchronize_session=False))
     abandoned = int(res.rowcount)  # type: ignore[attr-defined]
-    row = s.execute(select(Item.job_id, Item.reserved_usd)
+    row = s.execute(select(Item.job_id, Item.reserved_usd, Item.reserved_periods)
                     .where(Item.id == item_id, Item.state == ItemState.RUNNING, Item.lease_owner == owner)).first()
     if row is None:
         return None
-    job_id, reserved = row
-    if reserved:
-        budget.settle(s, job_id, reserved, reserved if abandoned else ZERO, caps, now)
-    s.execute(update(Item)
-              .where(Item.id == item_id, Item.state == ItemState.RUNNING, Item.lease_owner == owner)
-              .values(state=ItemState.PENDING, lease_owner=None, lease_expires_at=None, reserved_usd=ZERO,
-                      next_attempt_at=next_attempt_at or now, updated_at=now)
-              .execution_options(synchronize_session=False))
+    job_id, reserved, periods = row
+    if reserved:  # in the periods it was reserved in, whatever day it is now
+        budget.settle(s, job_id, list(periods or ()), reserved, reserved if abandoned else ZERO)
+    lifecycle.give_back(s, item_id, owner, next_attempt_at or now, now)
     return abandoned
 
 
@@ -65,19 +60,15 @@ OnJobsDone = Callable[[Session, list[int], datetime], None]
 
 
 def sweep(sessions: sessionmaker[Session], now: datetime, *, queued_timeout_s: float,
-          caps: BudgetCaps | None = None, on_done: OnJobsDone | None = None) -> SweepResult:
-    caps = caps or BudgetCaps()
+          on_done: OnJobsDone | None = None) -> SweepResult:
     with sessions.begin() as s:
         expired = list(s.execute(select(Item.id, Item.lease_owner)
                                  .where(Item.state == ItemState.RUNNING, Item.lease_expires_at < now)))
         abandoned = 0
         for item_id, owner in expired:
-            abandoned += give_back(s, item_id, owner or "", now, caps) or 0
+            abandoned += give_back(s, item_id, owner or "", now) or 0
         stale = now - timedelta(seconds=queued_timeout_s)
-        requeued = s.execute(update(Item)
-                             .where(Item.state == ItemState.QUEUED, Item.queued_at < stale)
-                             .values(state=ItemState.PENDING, queued_at=None, updated_at=now)
-                             .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        requeued = lifecycle.unqueue(s, now, queued_before=stale)
         # reservations whose owner ended without an image (crash between call and settle, cancel): free them
         s.execute(delete(CacheEntry).where(
             CacheEntry.state == CacheState.PENDING,

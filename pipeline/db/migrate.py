@@ -6,10 +6,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 #: migrations/ at the project root (the package is installed in development mode from the checkout)
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+#: Postgres advisory lock key serialising concurrent `db upgrade`s
+MIGRATE_LOCK = 7_412_001
 
 
 def alembic_config(url: str) -> Config:
@@ -25,3 +27,17 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to head. On Postgres an advisory lock makes concurrent starts take turns."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_LOCK})
+            try:
+                upgrade(engine)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_LOCK})
+                conn.commit()
+    else:
+        upgrade(engine)

@@ -22,13 +22,40 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.money import ZERO
+from pipeline.redact import MAX_DETAIL_CHARS, MAX_REASON_CHARS, bounded
+from pipeline.states import AttemptOutcome, BatchState, CacheState, ItemState, JobState, ProviderStatus
 
 Money = Numeric(14, 6, asdecimal=True)
+
+
+class BoundedText(TypeDecorator[str]):
+    """TEXT whose every written value goes through `pipeline.redact.bounded`: configured keys cut out, NUL
+    replaced (Postgres refuses it, SQLite would keep it), at most `limit` characters. For text that comes from
+    providers and errors (failure reasons, attempt details), whichever code path writes it."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else bounded(str(value), self.limit)
+
+    def process_literal_param(self, value: str | None, dialect: Dialect) -> str:
+        return "" if value is None else bounded(str(value), self.limit)
+
+    @property
+    def python_type(self) -> type[str]:
+        return str
 #: ids: BIGINT on Postgres, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements)
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -51,7 +78,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    state: Mapped[str] = mapped_column(String(16), default="active")
+    state: Mapped[str] = mapped_column(String(16), default=JobState.ACTIVE)
     mode: Mapped[str] = mapped_column(String(8), default="sync")
     #: items go through the provider's batch tier (mode batch, or auto with a deadline that allows it)
     batch: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -77,13 +104,16 @@ class Item(Base):
         UniqueConstraint("job_id", "key"),
         Index("ix_items_due", "state", "next_attempt_at"),
         Index("ix_items_job_state", "job_id", "state"),
+        #: submit looks up other jobs writing the same keys (core.output_keys)
+        Index("ix_items_output_key", "output_key"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     #: the manifest's item id
     key: Mapped[str] = mapped_column(String(200))
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    #: an ItemState; written only by pipeline.core.lifecycle, along pipeline.states.TRANSITIONS
+    state: Mapped[str] = mapped_column(String(16), default=ItemState.PENDING)
     prompt: Mapped[str] = mapped_column(Text)
     resolution: Mapped[str] = mapped_column(String(4))
     aspect_ratio: Mapped[str] = mapped_column(String(8))
@@ -105,11 +135,15 @@ class Item(Base):
     #: index into the job's provider list currently used (failover moves it on)
     provider_index: Mapped[int] = mapped_column(Integer, default=0)
     provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: why it failed or waits, for people: redacted and at most MAX_REASON_CHARS (pipeline.redact)
+    failure_reason: Mapped[str | None] = mapped_column(BoundedText(MAX_REASON_CHARS), nullable=True)
     stored_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     thumb_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    #: the budget a running item holds (its call's reservation), and the periods it was reserved in
+    #: (["day:2026-11-27", "month:2026-11"]): whoever settles or gives it back settles against exactly those
     reserved_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    reserved_periods: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -126,10 +160,10 @@ class Attempt(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(64))
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16), default="started")
+    outcome: Mapped[str] = mapped_column(String(16), default=AttemptOutcome.STARTED)
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    error_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_detail: Mapped[str | None] = mapped_column(BoundedText(MAX_DETAIL_CHARS), nullable=True)
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cost_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     cost_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -147,7 +181,7 @@ class CacheEntry(Base):
     __tablename__ = "cache_entries"
 
     cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(16), default=CacheState.PENDING)
     owner_item_id: Mapped[int | None] = mapped_column(Id, nullable=True)
     object_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     content_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -188,7 +222,7 @@ class ProviderState(Base):
     __tablename__ = "provider_states"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default="ok")
+    status: Mapped[str] = mapped_column(String(16), default=ProviderStatus.OK)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
@@ -220,8 +254,8 @@ class Batch(Base):
     display_name: Mapped[str] = mapped_column(String(128), unique=True)
     #: the provider's name for it ("batches/..."), known once the create answered
     remote_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    #: creating | running | done | cancelled | lost
-    state: Mapped[str] = mapped_column(String(16), default="creating")
+    #: a pipeline.states.BatchState: creating | running | done | cancelled | lost
+    state: Mapped[str] = mapped_column(String(16), default=BatchState.CREATING)
     item_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     remote_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

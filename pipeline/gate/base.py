@@ -1,4 +1,5 @@
-"""The admission gate seam: limits, answers, the adaptive policy and the Gate protocol.
+"""The admission gate's data: limits, answers and the adaptive policy (the Gate protocol the core calls through
+is pipeline.core.ports.Gate).
 
 One gate per provider and API key (`key`), shared by every worker. `acquire` checks, in one atomic step
 on the gate's own clock, in this order:
@@ -38,7 +39,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pipeline.config import ProviderConfig
@@ -190,32 +191,6 @@ class GateSnapshot:
     #: above this rate (per minute) the climb is a slow probe, while that lasts after the last cut; else None
     ceiling_per_min: float | None
     now_s: float
-
-
-class Gate(Protocol):
-    def acquire(self, key: str, limits: GateLimits) -> Admission:
-        """Rate, daily count and in-flight slot in one atomic step (see module docstring)."""
-        ...
-
-    def release(self, key: str, token: str) -> None:
-        """Give the in-flight slot back (idempotent; an expired or unknown token is a no-op)."""
-        ...
-
-    def feedback(
-        self, key: str, *, ok: bool, rate_limited: bool, retry_after_s: float | None, token: str | None = None
-    ) -> None:
-        """Report a call's outcome: clean (`ok`) raises the rate, `rate_limited` (429) cuts it and blocks
-        new admissions for the provider's `retry_after_s` when given. Other failures change nothing.
-        Pass the admission's `token`: a 429 for a slot booked before the last cut is not cut for again."""
-        ...
-
-    def park(self, key: str, until_epoch_s: float, reason: str) -> None:
-        """Refuse admissions (reason "parked") until then (daily quota, paused provider); 0 lifts it."""
-        ...
-
-    def snapshot(self, key: str, limits: GateLimits) -> GateSnapshot:
-        """The live state, read-only."""
-        ...
 
 
 def window_cap(rate_per_s: float, window_s: float) -> int:

@@ -8,7 +8,6 @@ Every invalid input raises pipeline.errors.InputError naming the place ("jobs/x.
 """
 
 from pipeline.manifest.expand import (
-    DEFAULT_OUTPUT_KEY,
     ItemSpec,
     ReferenceSpec,
     cache_key_for,
@@ -17,7 +16,7 @@ from pipeline.manifest.expand import (
 )
 from pipeline.manifest.itemfiles import MAX_ITEMS_FILE_BYTES
 from pipeline.manifest.load import MAX_MANIFEST_BYTES, load_manifest
-from pipeline.manifest.schema import MAX_ITEMS, MAX_REFERENCES, Item, Manifest
+from pipeline.manifest.schema import DEFAULT_OUTPUT_KEY, MAX_ITEMS, MAX_REFERENCES, Item, Manifest
 from pipeline.manifest.templates import MAX_PROMPT_CHARS
 from pipeline.manifest.validate import ManifestSummary, validate_manifest
 

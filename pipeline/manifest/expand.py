@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.manifest.schema import Item, Manifest
+from pipeline.manifest.schema import DEFAULT_OUTPUT_KEY, Item, Manifest
 from pipeline.manifest.templates import TemplateRenderer
+from pipeline.manifest.values import text_problem
+from pipeline.presets import MODEL
 from pipeline.providers.base import Reference
-from pipeline.providers.presets import MODEL
 from pipeline.storage.keys import MAX_KEY_BYTES, UnsafeKey, sanitize_key
 
-#: output key template when the manifest has no `output:`
-DEFAULT_OUTPUT_KEY = "{{ job }}/{{ id }}.{{ format }}"
+#: top-level directories of the storage root that hold the pipeline's own objects (no output key may be in them)
+RESERVED_KEY_DIRS = ("_cache", "_thumbs")
 #: file extension of each output format (the `format` template variable)
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
@@ -138,6 +139,9 @@ def _expand_one(manifest: Manifest, item: Item, index: int, renderer: TemplateRe
     prompt = renderer.render(prompt_source, ctx, what="prompt", where=place)
     if not prompt:
         raise InputError("the prompt renders empty", where=place)
+    problem = text_problem(prompt)
+    if problem:
+        raise InputError(f"the rendered prompt: {problem}", where=place)
     key_source = item.output_key or (manifest.output.key if manifest.output else DEFAULT_OUTPUT_KEY)
     rendered_key = renderer.render(key_source, ctx, what="output key", where=place,
                                    max_chars=4 * MAX_KEY_BYTES)
@@ -145,6 +149,9 @@ def _expand_one(manifest: Manifest, item: Item, index: int, renderer: TemplateRe
         output_key = sanitize_key(rendered_key)
     except UnsafeKey as e:
         raise InputError(f"unsafe output key: {e}", where=place) from None
+    if output_key.split("/", 1)[0] in RESERVED_KEY_DIRS:
+        raise InputError(f"output key {output_key!r} is inside {output_key.split('/', 1)[0]}/, which holds the "
+                         "pipeline's own cache and thumbnails", where=place)
     references = tuple(_reference(source, manifest.base_dir, fetched, fetch_reference, place)
                        for source in item.references)
     resolution, aspect_ratio = str(ctx["resolution"]), str(ctx["aspect_ratio"])

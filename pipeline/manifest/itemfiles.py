@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.files import read_capped
 from pipeline.manifest.items import item_label, parse_item
 from pipeline.manifest.problems import Loc
 from pipeline.manifest.schema import MAX_ITEMS, RESERVED_FIELDS, Item
-from pipeline.references import read_capped
 
 #: largest items_from file, in bytes
 MAX_ITEMS_FILE_BYTES = 200 * 1024 * 1024
@@ -117,13 +117,23 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json.loads would silently keep the last of two)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r} in one object")
+        out[key] = value
+    return out
+
+
 def _jsonl_rows(text: str, display: str) -> Iterator[tuple[int, Any]]:
     for number, line in enumerate(text.split("\n"), 1):
         stripped = line.strip()
         if not stripped:
             continue
         try:
-            obj = json.loads(stripped, parse_constant=_no_constants)
+            obj = json.loads(stripped, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise InputError(f"invalid JSON: {e.msg} (column {e.colno})",
                              where=f"{display}:{number}") from None

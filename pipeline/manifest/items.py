@@ -8,6 +8,7 @@ from typing import Any
 from pipeline.errors import InputError
 from pipeline.manifest.problems import Loc, validate
 from pipeline.manifest.schema import BUILTIN_VARS, RESERVED_FIELDS, Item
+from pipeline.manifest.values import value_problem
 
 
 def item_label(raw_id: object) -> str:
@@ -29,6 +30,11 @@ def parse_item(raw: object, *, file: str, line_of: Callable[[Loc], int]) -> Item
     def place(loc: Loc) -> str:
         return f"{file}:{line_of(loc)}{label}"
 
+    bad = value_problem(raw)
+    if bad is not None:
+        path, why = bad
+        field = ".".join(str(p) for p in path)
+        raise InputError(f"{field}: {why}" if field else why, where=place(path[:1]))
     reserved: dict[str, Any] = {}
     variables: dict[str, Any] = {}
     for key, value in raw.items():

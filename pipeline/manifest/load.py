@@ -6,14 +6,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.manifest.expand import DEFAULT_OUTPUT_KEY
+from pipeline.files import read_capped
 from pipeline.manifest.itemfiles import decode_utf8, read_items_file
 from pipeline.manifest.items import parse_item
 from pipeline.manifest.problems import Loc, validate
-from pipeline.manifest.schema import MAX_ITEMS, Item, Manifest, ManifestFile, ManifestSettings
+from pipeline.manifest.schema import DEFAULT_OUTPUT_KEY, MAX_ITEMS, Item, Manifest, ManifestFile, ManifestSettings
 from pipeline.manifest.templates import TemplateRenderer
+from pipeline.manifest.values import value_problem
 from pipeline.manifest.yamlsource import YamlDoc, parse_yaml
-from pipeline.references import read_capped
 
 #: largest manifest file, in bytes
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
@@ -34,6 +34,10 @@ def load_manifest(path: Path, *, extra_vars: Mapping[str, object] | None = None)
     def place(loc: Loc) -> str:
         return f"{display}:{doc.line(loc)}"
 
+    bad = value_problem({k: v for k, v in doc.data.items() if k != "items"})  # items: parse_item checks them
+    if bad is not None:
+        loc, why = bad
+        raise InputError(f"{'.'.join(str(p) for p in loc)}: {why}", where=place(loc))
     header = validate(ManifestFile, doc.data, place=place, scope="top-level")
     items = _inline_items(header, doc, display)
     if header.items_from is not None:

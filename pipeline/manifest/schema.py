@@ -26,6 +26,8 @@ from pydantic import (
 )
 
 from pipeline.clock import utcnow
+from pipeline.manifest.values import identifier_problem, nfc
+from pipeline.money import storable_problem
 from pipeline.providers.base import ASPECT_RATIOS, RESOLUTIONS
 
 #: most items in one manifest (inline and items_from together)
@@ -36,7 +38,13 @@ MAX_REFERENCES = 14
 MAX_TEMPLATE_CHARS = 64_000
 #: longest item id (the items.key column)
 MAX_ID_CHARS = 200
+#: longest region name (the jobs.region column)
+MAX_REGION_CHARS = 16
+#: farthest deadline, from now
+MAX_DEADLINE = timedelta(days=3650)
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+#: output key template when the manifest gives none
+DEFAULT_OUTPUT_KEY = "{{ job }}/{{ id }}.{{ format }}"
 #: item fields with a meaning of their own; every other item field is a template variable
 RESERVED_FIELDS = ("id", "prompt", "references", "resolution", "aspect_ratio", "format", "output_key", "tags")
 #: template variables the expansion sets itself; an item field may not use these names
@@ -76,18 +84,26 @@ def _item_id(v: object) -> object:
         v = str(v)
     if not isinstance(v, str):
         raise ValueError(f"id must be a string (got {type(v).__name__})")
+    v = nfc(v)  # "é" typed two ways is one id (and one file name)
     if not v or v != v.strip():
         raise ValueError(f"id must be non-empty without surrounding spaces (got {v!r})")
     if len(v) > MAX_ID_CHARS or _CONTROL.search(v) or any(c in v for c in "/\\,") or v in (".", ".."):
         raise ValueError(f"id {v[:40]!r} is not allowed: at most {MAX_ID_CHARS} characters, "
                          "no control characters, '/', '\\' or ','")
+    problem = identifier_problem(v)
+    if problem:
+        raise ValueError(f"id {v[:40]!r}: {problem}")
     return v
 
 
 def _tag(v: object) -> object:
     if not isinstance(v, str) or not v.strip() or len(v) > 100 or _CONTROL.search(v):
         raise ValueError(f"a tag is a non-empty string of at most 100 characters (got {v!r})")
-    return v.strip()
+    v = nfc(v.strip())
+    problem = identifier_problem(v)
+    if problem:
+        raise ValueError(f"tag {v[:40]!r}: {problem}")
+    return v
 
 
 def _one_or_many(v: object) -> object:
@@ -114,6 +130,14 @@ def _money(v: object) -> object:
     return v
 
 
+def _storable(v: Decimal) -> Decimal:
+    """The same amount on Postgres and SQLite: finite, within Numeric(14, 6), at most 6 decimal places."""
+    problem = storable_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v
+
+
 def _template(v: object) -> object:
     if not isinstance(v, str) or not v.strip():
         raise ValueError("a template must be a non-empty string")
@@ -133,7 +157,7 @@ References = Annotated[
     tuple[ReferenceSource, ...], BeforeValidator(_one_or_many), AfterValidator(_references)
 ]
 Template = Annotated[str, BeforeValidator(_template)]
-Money = Annotated[Decimal, BeforeValidator(_money)]
+Money = Annotated[Decimal, BeforeValidator(_money), AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):
@@ -152,7 +176,10 @@ class Budget(_Strict):
 
 class Output(_Strict):
     #: Jinja2 template of the storage key
-    key: Template
+    key: Template = DEFAULT_OUTPUT_KEY
+    #: other jobs may write the same keys (the last image stored wins); by default submit refuses a key that
+    #: another job's item also writes
+    shared: StrictBool = False
 
 
 class Schedule(_Strict):
@@ -181,22 +208,36 @@ def parse_deadline(v: object) -> datetime | timedelta | None:
     if v is None or isinstance(v, timedelta):
         return v
     if isinstance(v, datetime):
-        return v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v
+        try:
+            return v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v
+        except (OverflowError, ValueError):
+            raise ValueError(f"deadline {v} is out of range") from None
     if isinstance(v, date):
         return datetime.combine(v, time())
     if not isinstance(v, str) or not v.strip():
         raise ValueError("deadline is an ISO datetime or a duration like '24h'")
     m = _DURATION.match(v)
     if m and any(m.groups()):
-        w, d, h, mi, s = (int(g or 0) for g in m.groups())
-        if w > 520:
+        if any(len(g) > 9 for g in m.groups() if g):
             raise ValueError(f"deadline {v!r} is too far away")
-        return timedelta(weeks=w, days=d, hours=h, minutes=mi, seconds=s)
+        w, d, h, mi, s = (int(g or 0) for g in m.groups())
+        try:
+            span = timedelta(weeks=w, days=d, hours=h, minutes=mi, seconds=s)
+        except OverflowError:
+            raise ValueError(f"deadline {v!r} is too far away") from None
+        if span > MAX_DEADLINE:
+            raise ValueError(f"deadline {v!r} is too far away (at most {MAX_DEADLINE.days} days)")
+        if span <= timedelta(0):
+            raise ValueError(f"deadline {v!r} must be in the future")
+        return span
     try:
         parsed = datetime.fromisoformat(v.strip())
     except ValueError:
         raise ValueError(f"deadline {v!r} is neither an ISO datetime nor a duration like '24h'") from None
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    try:
+        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    except (OverflowError, ValueError):
+        raise ValueError(f"deadline {v!r} is out of range") from None
 
 
 def _webhook(v: object) -> object:
@@ -257,6 +298,14 @@ class ManifestSettings(_Strict):
         dupes = sorted({n for n in v if v.count(n) > 1})
         if dupes:
             raise ValueError(f"provider listed twice: {', '.join(dupes)}")
+        return v
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or len(v) > MAX_REGION_CHARS or _CONTROL.search(v)):
+            raise ValueError(f"region {v[:40]!r}: a region name of at most {MAX_REGION_CHARS} characters, as a "
+                             "provider's `regions:` defines it")
         return v
 
     @field_validator("items_from")

@@ -19,8 +19,8 @@ from pipeline.errors import InputError
 from pipeline.manifest.expand import EXTENSIONS, ItemSpec, expand_items
 from pipeline.manifest.load import load_manifest
 from pipeline.manifest.schema import RESERVED_FIELDS, Manifest
+from pipeline.presets import MODEL
 from pipeline.providers.base import Reference
-from pipeline.providers.presets import MODEL
 from pipeline.references import resolve_reference
 
 

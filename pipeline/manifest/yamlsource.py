@@ -1,9 +1,10 @@
 """YAML in, plain data and line numbers out: the one place a manifest's YAML is parsed (safe tags only).
 
 The document is composed first (nodes with their marks), checked, then built by PyYAML's SafeConstructor:
-- nesting deeper than MAX_DEPTH, more than MAX_NODES nodes counted with every alias expanded (a "billion
-  laughs" is refused after composing its few dozen nodes, before anything is expanded), recursive aliases
-  and duplicate keys in a mapping are errors;
+- nesting deeper than MAX_DEPTH, more than MAX_NODES nodes or MAX_EXPANDED_CHARS characters of text counted
+  with every alias expanded (a "billion laughs", or one big string reused through aliases, is refused after
+  composing its few dozen nodes, before anything is expanded), recursive aliases and duplicate keys in a
+  mapping are errors;
 - scalars resolve the YAML 1.2 way where 1.1 surprises people: only true/false are booleans (`NO` stays a
   string), no base-60 numbers (`16:9` stays a string), integers with a leading zero stay strings (`007`).
 Line numbers (1-based) are kept per path (`("items", 3, "resolution")`) so later errors can name file:line.
@@ -31,6 +32,10 @@ MAX_NODES = 2_000_000
 #: costs about 0.5 KB and 10-20 us a node, so this bounds a manifest's parse to ~250 MB and a few seconds
 #: (about 50,000 inline items; big item lists belong in items_from files)
 MAX_COMPOSED_NODES = 500_000
+#: most characters of scalar text in a document, every alias counted as a full copy of what it points to: a
+#: manifest without aliases is at most 10 MB (load.MAX_MANIFEST_BYTES), so only reuse through aliases reaches
+#: this (a 1 MB string referenced 3,000 times would make 3 GB of item fields downstream)
+MAX_EXPANDED_CHARS = 20_000_000
 #: how deep line numbers are recorded (top key / items / item / field / list element)
 LINE_DEPTH = 5
 
@@ -202,7 +207,7 @@ def _children(node: Node) -> list[Node]:
 
 def _check_graph(root: Node) -> None:
     """Size (aliases expanded), height and cycles, in time linear in the composed (unexpanded) nodes."""
-    done: dict[int, tuple[int, int]] = {}  # id -> (expanded size, height)
+    done: dict[int, tuple[int, int, int]] = {}  # id -> (expanded size, height, expanded characters)
     open_: set[int] = set()
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
@@ -212,13 +217,18 @@ def _check_graph(root: Node) -> None:
             kids = _children(node)
             size = 1 + sum(done[id(k)][0] for k in kids)
             height = 1 + max((done[id(k)][1] for k in kids), default=0)
+            chars = (len(node.value) if isinstance(node, ScalarNode) else 0) + sum(done[id(k)][2] for k in kids)
             if size > MAX_NODES:
                 raise ComposerError(None, None, f"document expands to more than {MAX_NODES} nodes "
                                     "(an alias bomb?); use items_from: for big item lists", node.start_mark)
+            if chars > MAX_EXPANDED_CHARS:
+                raise ComposerError(None, None, f"document expands to more than {MAX_EXPANDED_CHARS:,} characters "
+                                    "of text with its aliases (a big value reused through aliases?)",
+                                    node.start_mark)
             if height > MAX_DEPTH:
                 raise ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels (through aliases)",
                                     node.start_mark)
-            done[nid] = (size, height)
+            done[nid] = (size, height, chars)
             open_.discard(nid)
             continue
         if nid in done:

@@ -40,8 +40,9 @@ MAX_AGE_S = 2.0
 
 class PipelineCollector(Collector):
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime] = utcnow,
-                 max_age_s: float = MAX_AGE_S) -> None:
+                 max_age_s: float = MAX_AGE_S, *, budget_timezone: str = "UTC") -> None:
         self.sessions = sessions
+        self.budget_timezone = budget_timezone
         self.clock = clock
         self.max_age_s = max_age_s
         self._lock = threading.Lock()
@@ -54,7 +55,7 @@ class PipelineCollector(Collector):
                 return self._cached[1]
             try:
                 with self.sessions() as s:
-                    snap = snapshot(s, self.clock())
+                    snap = snapshot(s, self.clock(), budget_timezone=self.budget_timezone)
             except Exception as e:  # the scrape still answers, saying the database is down
                 log.warning("metrics: database not readable: %s: %s", type(e).__name__, e)
                 return None
@@ -128,10 +129,11 @@ class MetricsServer:
     stop: Callable[[], None]
 
 
-def serve_metrics(sessions: sessionmaker[Session], port: int, addr: str = "0.0.0.0") -> MetricsServer:
+def serve_metrics(sessions: sessionmaker[Session], port: int, addr: str = "0.0.0.0", *,
+                  budget_timezone: str = "UTC") -> MetricsServer:
     """Serve /metrics on addr:port from a daemon thread (port 0: any free port). `stop()` shuts it down."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(sessions))
+    registry.register(PipelineCollector(sessions, budget_timezone=budget_timezone))
     ProcessCollector(registry=registry)
     try:
         httpd, thread = start_http_server(port, addr, registry)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
+from pipeline.core.budget import period_keys
 from pipeline.db.models import Attempt, BudgetPeriod, Item, Job, LedgerEntry
 from pipeline.money import ZERO
 from pipeline.states import FINAL_STATES, ItemState, JobState
@@ -91,7 +92,7 @@ def _attempts(s: Session, snap: Snapshot) -> None:
         d.buckets = [a + int(b or 0) for a, b in zip(d.buckets, buckets, strict=True)]
 
 
-def snapshot(s: Session, now: datetime) -> Snapshot:
+def snapshot(s: Session, now: datetime, *, budget_timezone: str = "UTC") -> Snapshot:
     snap = Snapshot(images=_images(s))
     snap.cost_usd = {p: Decimal(c or ZERO) for p, c in s.execute(
         select(LedgerEntry.provider, func.sum(LedgerEntry.cost_usd)).group_by(LedgerEntry.provider))}
@@ -109,7 +110,8 @@ def snapshot(s: Session, now: datetime) -> Snapshot:
                      select(Job.name, Job.spent_usd, Job.reserved_usd, Job.max_usd)
                      .where(or_(Job.state.in_([JobState.ACTIVE, JobState.PAUSED]), Job.updated_at >= now - JOB_WINDOW))
                      .order_by(Job.id))]
-    keys = {f"day:{now:%Y-%m-%d}": "day", f"month:{now:%Y-%m}": "month"}
+    day, month = period_keys(now, budget_timezone)  # the budget's own days, in its time zone
+    keys = {day: "day", month: "month"}
     snap.periods = [PeriodBudget(keys[p.period], p.spent_usd, p.reserved_usd, p.cap_usd)
                     for p in s.scalars(select(BudgetPeriod).where(BudgetPeriod.period.in_(list(keys))))]
     return snap

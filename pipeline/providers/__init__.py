@@ -1,1 +1,1 @@
-"""Provider adapters: one module per wire format, presets for the guide's table."""
+"""Provider adapters: one module per wire format (the guide's table of presets is pipeline.presets)."""

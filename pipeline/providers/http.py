@@ -20,6 +20,7 @@ import httpx
 
 from pipeline.config import ProviderConfig
 from pipeline.errors import InputError, ProviderError, ProviderTimeout, ProviderUnavailable
+from pipeline.redact import Redactor
 
 #: connect timeout for every provider call; the read timeout is the provider's timeout_s
 CONNECT_TIMEOUT_S = 10.0
@@ -48,16 +49,9 @@ MIN_KEY_PREFIX_CHARS = 4
 
 
 def redact(text: str, secret: str | None) -> str:
-    """`text` with every occurrence of `secret` replaced (a provider may echo a key in an error body). A message
-    shortened by `short_text` may end in the first part of the key (cut before redaction): that goes too."""
-    if not secret or len(secret) < MIN_KEY_PREFIX_CHARS:
-        return text
-    text = text.replace(secret, "***")
-    body, ellipsis = (text[:-3], "...") if text.endswith("...") else (text, "")
-    for n in range(len(secret) - 1, MIN_KEY_PREFIX_CHARS - 1, -1):
-        if body.endswith(secret[:n]):
-            return body[:-n] + "***" + ellipsis
-    return text
+    """`text` with `secret` cut out wherever pipeline.redact recognises it (any 8+ character part, any case,
+    URL-encoded, base64, hex; a cut-off start at the end of a shortened message)."""
+    return Redactor([secret] if secret else [], mark="***", min_secret_chars=MIN_KEY_PREFIX_CHARS)(text)
 
 
 def scrub(err: ProviderError, secret: str | None) -> ProviderError:

@@ -1,6 +1,6 @@
 """The images API family (OpenAI's /v1/images, laozhang.ai's OpenAI format, AIML API's JSON dialect).
 
-What goes out is the preset's dialect (pipeline.providers.dialect.ImagesDialect, data in the preset): OpenAI's
+What goes out is the preset's dialect (pipeline.dialect.ImagesDialect, data in the preset): OpenAI's
 own fields by default (`size: "WxH"` only for sizes OpenAI documents, `n`, `response_format`,
 `output_format`; references as multipart `image[]` parts to /v1/images/edits), or a reseller's documented
 names (AIML: `aspect_ratio`, `resolution`, `num_images`, references as `image_urls` data URLs in JSON to
@@ -39,6 +39,7 @@ import httpx
 
 from pipeline.clock import Clock, utcnow
 from pipeline.config import ProviderConfig
+from pipeline.dialect import size_fits
 from pipeline.errors import (
     AuthError,
     BadImage,
@@ -51,7 +52,6 @@ from pipeline.errors import (
 )
 from pipeline.providers.adapter import HttpAdapter, OutputGuard
 from pipeline.providers.base import CallHooks, ImageRequest, ImageResult, expected_size
-from pipeline.providers.dialect import size_fits
 from pipeline.providers.http import MAX_MESSAGE_CHARS, decode_data_url, retry_after_s, short_text
 from pipeline.providers.images import decode_b64, image_mime, validate_image
 from pipeline.providers.pricing import PRICE_TABLE, USAGE, require_price, table_cost

@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.config import ProviderConfig
 from pipeline.errors import ProviderLevelError
-from pipeline.providers.presets import LIST_PRICES
+from pipeline.presets import LIST_PRICES
 
 _MILLION = Decimal(1_000_000)
 #: batch mode is billed at half the standard rates (PROVIDERS.md §3, §4)

@@ -7,14 +7,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.config import ProviderConfig
 from pipeline.core.context import Context
-from pipeline.core.process import gate_limits
 from pipeline.core.providers_state import all_states
 from pipeline.db.models import Attempt
 from pipeline.gate.base import GateLimits, GateSnapshot
@@ -22,10 +21,6 @@ from pipeline.reports.stability import WINDOWS, ProviderStats, windows
 from pipeline.states import ProviderStatus
 
 log = logging.getLogger("pipeline.reports")
-
-
-class _Snapshots(Protocol):
-    def snapshot(self, key: str, limits: GateLimits) -> GateSnapshot: ...
 
 
 @dataclass
@@ -113,12 +108,8 @@ def provider_health(ctx: Context, now: datetime) -> tuple[list[ProviderHealth], 
 
 
 def _snapshot(ctx: Context, name: str) -> tuple[GateSnapshot | None, str | None]:
-    gate = ctx.gate
-    if not hasattr(gate, "snapshot"):
-        return None, "this gate has no snapshot"
-    snapshots: _Snapshots = gate  # type: ignore[assignment]
     try:
-        return snapshots.snapshot(name, gate_limits(ctx, name)), None
+        return ctx.gate.snapshot(name, GateLimits.from_provider(ctx.providers.config(name))), None
     except Exception as e:  # the gate (Redis) unreachable: show the rest, say why the gate part is missing
         log.info("gate snapshot of %s failed: %s", name, type(e).__name__)
         return None, f"gate unavailable: {type(e).__name__}"

@@ -72,7 +72,8 @@ def render_html(page: JobPage) -> str:
         f'<header><h1>Job report: {escape(s.name)}</h1><p>job <span data-testid="job-id">{s.job_id}</span> · '
         f'state <b data-testid="job-state">{escape(s.state)}</b> · generated '
         f'{page.generated_at.strftime("%Y-%m-%d %H:%M:%S")} UTC{escape(period)}</p></header><main>',
-        _cards(page), _counts(s.counts), _review(s.review), _charts(page), _stability(page), _failures(page),
+        _cards(page), _counts(s.counts), _spooled(page), _review(s.review), _charts(page), _stability(page),
+        _failures(page),
         _gallery(page),
         '<p class="muted">Numbers are exact SQL totals over the whole job (the same as '
         f'<code>pipeline report {escape(s.name)} --json</code>); the gallery and the list of failed items '
@@ -116,6 +117,18 @@ def _counts(counts: dict[str, int]) -> str:
                    for k in _STATES)
     return (f"<section><h2>Items by state ({sum(counts.values()):,} items)</h2>"
             f"<table><tr>{cells}</tr><tr>{vals}</tr></table></section>")
+
+
+def _spooled(page: JobPage) -> str:
+    """Paid images that wait in a spool of this host (not stored yet): counted apart from the stored ones."""
+    s = page.summary
+    if not s.spooled_items:
+        return ""
+    keys = ", ".join(escape(k) for k in s.spooled_keys) + (", ..." if s.spooled_items > len(s.spooled_keys) else "")
+    return (f'<section><h2>Paid, not stored yet (<span data-testid="spooled" data-value="{s.spooled_items}">'
+            f"{s.spooled_items:,}</span>)</h2><p class=\"bad\">The storage refused these images (full or unreachable); "
+            "they wait in this host's spool (.pipeline/spool) and are uploaded when it takes them again. Their links "
+            f"below lead nowhere until then.</p><p class=\"reason\">{keys}</p></section>")
 
 
 def _review(review: dict[str, int]) -> str:

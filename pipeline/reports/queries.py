@@ -47,6 +47,16 @@ class JobSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     #: calls whose outcome is unknown (timeouts, crashes, unreadable answers): they may have been billed
     maybe_billed_calls: int = 0
+    #: succeeded/cached items whose image is paid for but waits in a spool of this host, not yet in storage
+    #: (filled by services.summary(with_spool=True); None when not looked at)
+    spooled_items: int | None = None
+    #: the first of those items' ids
+    spooled_keys: list[str] = field(default_factory=list)
+
+    @property
+    def stored_items(self) -> int:
+        """Succeeded and cached items whose image is in storage (spooled ones not counted)."""
+        return self.counts.get("succeeded", 0) + self.counts.get("cached", 0) - (self.spooled_items or 0)
     #: review counts over the job's items: {"approved", "rejected", "unreviewed"}
     review: dict[str, int] = field(default_factory=dict)
 
@@ -71,6 +81,9 @@ class JobSummary:
             "by_resolution": {k: v.as_json() for k, v in self.by_resolution.items()},
             "failures": [{"item": k, "reason": r} for k, r in self.failures],
             "maybe_billed_calls": self.maybe_billed_calls,
+            **({} if self.spooled_items is None else {
+                "stored_items": self.stored_items, "spooled_items": self.spooled_items,
+                "spooled": list(self.spooled_keys)}),
             "review": self.review or {"approved": 0, "rejected": 0, "unreviewed": sum(self.counts.values())},
         }
 
@@ -131,7 +144,7 @@ def job_summary(s: Session, job: Job, *, since: datetime | None = None, until: d
         unknown.append(Attempt.started_at < until)
     maybe = s.scalar(select(func.count()).select_from(Attempt).where(*unknown)) or 0
     return JobSummary(job.id, job.name, job_state(job, c), c, _sum(by_provider), by_provider, by_resolution, fails,
-                      int(maybe), review_counts(s, job.id))
+                      int(maybe), review=review_counts(s, job.id))
 
 
 #: what `pipeline report --by` accepts

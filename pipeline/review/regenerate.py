@@ -17,12 +17,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.core import lifecycle
 from pipeline.core.control import find_job
-from pipeline.core.submit import _reset as reset_to_pending
 from pipeline.db.models import Item, ItemOutput, ItemReview, Job
 from pipeline.errors import InputError, StorageError
 from pipeline.manifest.expand import cache_key_for
-from pipeline.providers.presets import MODEL
+from pipeline.presets import MODEL
 from pipeline.review.state import WITH_IMAGE, ReviewState
 from pipeline.states import FINAL_STATES, JobState
 from pipeline.storage.base import Storage
@@ -157,24 +157,24 @@ def _apply(s: Session, job_id: int, plans: list[_Planned], kept: dict[int, tuple
                              prompt=p.prompt, cache_key=p.cache_key, state=p.state, provider=p.provider,
                              cost_usd=p.cost_usd, review_state=ReviewState.REJECTED, note=p.note,
                              produced_at=p.produced_at, archived_at=now))
-        if p.new_prompt is not None:
-            s.execute(update(Item).where(Item.id == p.item_id)
-                      .values(prompt=p.new_prompt, cache_key=p.new_cache_key)
-                      .execution_options(synchronize_session=False))
     s.flush()  # a second regeneration racing this one fails here, on the unique (item_id, seq)
     ids = [p.item_id for p in done]
-    reset_for_regeneration(s, job_id, ids, now)
+    reset_for_regeneration(s, job_id, done, now)
     s.execute(update(ItemReview).where(ItemReview.item_id.in_(ids))
               .values(state=ReviewState.UNREVIEWED, note=None, updated_at=now)
               .execution_options(synchronize_session=False))
     return done
 
 
-def reset_for_regeneration(s: Session, job_id: int, item_ids: list[int], now: datetime) -> None:
-    """The one state write of regeneration (to fold into the item lifecycle module): final items back to
-    pending through submit's reset, with the cache bypassed for them (force), and their job active again."""
-    reset_to_pending(s, item_ids, now)
-    s.execute(update(Item).where(Item.id.in_(item_ids)).values(force=True)
-              .execution_options(synchronize_session=False))
+def reset_for_regeneration(s: Session, job_id: int, done: list[_Planned], now: datetime) -> None:
+    """The one state write of regeneration, through the item lifecycle: final items back to pending with the
+    cache bypassed for them (force) and their edited prompt (and its cache key) applied, their job active again."""
+    edited = [p for p in done if p.new_prompt is not None]
+    for p in edited:
+        lifecycle.reset(s, now, ids=[p.item_id], states=FINAL_STATES, force=True,
+                        spec={"prompt": p.new_prompt, "cache_key": p.new_cache_key})
+    rest = [p.item_id for p in done if p.new_prompt is None]
+    if rest:
+        lifecycle.reset(s, now, ids=rest, states=FINAL_STATES, force=True)
     s.execute(update(Job).where(Job.id == job_id).values(state=JobState.ACTIVE, updated_at=now)
               .execution_options(synchronize_session=False))

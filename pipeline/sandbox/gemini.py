@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.providers.presets import MODEL
+from pipeline.presets import MODEL
 from pipeline.sandbox.faults import Fault
 from pipeline.sandbox.gemini_wire import (
     BadRequest,

@@ -32,10 +32,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import InputError
+from pipeline.files import read_capped
+from pipeline.manifest.yamlsource import parse_yaml
 
 Protocol = Literal["gemini", "gemini-batch", "openai", "replicate", "kie", "aimlapi"]
 PROTOCOLS: tuple[Protocol, ...] = ("gemini", "gemini-batch", "openai", "replicate", "kie", "aimlapi")
@@ -45,6 +46,8 @@ DEFAULT_BUCKET_S = 60.0
 DEFAULT_HANG_S = 30.0
 #: default time from batch creation to BATCH_STATE_SUCCEEDED
 DEFAULT_BATCH_DELAY_S = 2.0
+#: largest profile file read (a profile is a few hundred bytes)
+MAX_PROFILE_BYTES = 1_000_000
 
 
 class _Strict(BaseModel):
@@ -165,13 +168,12 @@ def load_profile(source: str | Path | dict[str, Any] | SandboxProfile | None) ->
     data: Any = source
     if isinstance(source, str | Path):
         where = str(source)
+        raw = read_capped(Path(source), MAX_PROFILE_BYTES, what="sandbox profile", where=where)
         try:
-            data = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise InputError(f"cannot read sandbox profile: {e.strerror}", where=where) from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise InputError(f"sandbox profile is not valid YAML: {e}", where=where) from None
-        data = data or {}
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("sandbox profile is not UTF-8", where=where) from None
+        data = parse_yaml(text, where).data or {}  # bounded: nesting, node and alias-expansion limits
     if not isinstance(data, dict):
         raise InputError("sandbox profile must be a mapping", where=where)
     try:

@@ -1,28 +1,21 @@
-"""The `pipeline beat` process: the dispatcher, sweeper and spool duties (pipeline.background) in a thread, and
-in the main thread a look for due schedules every SCHEDULE_INTERVAL_S. Any number of beats may run: each fire
-happens once (pipeline.schedules.fire). In the embedded mode (memory:// broker) no other process can take the
-beat's messages, so it also runs an in-process worker that processes the jobs it fires."""
+"""The beat's schedule duty: `ScheduleTicker` fires due schedules (pipeline.schedules.fire) and holds back for a
+while those whose manifests failed to load. Any number of beats may run: each fire happens once. The `pipeline
+beat` process around it (the processing loop's background duties, an in-process worker in the embedded mode)
+is composed in pipeline.services.run_beat."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.config import Settings
-from pipeline.schedules.cron import Run
-from pipeline.schedules.fire import Fire, FireOutcome, LoadedRun, LoadRun, fire_due
+from pipeline.schedules.fire import Fire, FireOutcome, LoadRun, fire_due
 
 log = logging.getLogger("pipeline.beat")
 
-#: how often the beat looks for due schedules
-SCHEDULE_INTERVAL_S = 1.0
 #: a schedule whose manifest failed to load is tried again after this long
 LOAD_RETRY_S = 60.0
 
@@ -55,42 +48,3 @@ class ScheduleTicker:
             if self.on_fire is not None and f.outcome != FireOutcome.ALREADY:
                 self.on_fire(f)
         return fires
-
-
-def services_loader(settings: Settings) -> LoadRun:
-    """The LoadRun of a real beat: pipeline.services.load with the run's template variables and job suffix."""
-    from pipeline import services
-
-    def load_run(path: Path, run: Run) -> LoadedRun:
-        return services.load(path, settings, extra_vars=run.template_vars(), job_suffix=run.job_suffix)
-
-    return load_run
-
-
-def run_beat(settings: Settings, *, on_fire: Callable[[Fire], None] | None = None,
-             stop: threading.Event | None = None, on_ready: Callable[[], None] | None = None) -> None:
-    """Run until `stop` is set (or KeyboardInterrupt)."""
-    from pipeline import services
-    from pipeline.background import Background
-    from pipeline.worker import embedded_worker, make_celery, publisher
-
-    stop = stop or threading.Event()
-    names = sorted(n for n, p in settings.providers.items() if p.kind == "sandbox")
-    rt, stack = services.open_for(settings, names if settings.embedded else [])
-    with stack:
-        app = make_celery(rt.settings, lambda: rt.ctx)
-        if settings.embedded:
-            stack.enter_context(embedded_worker(app, settings.worker.concurrency))
-        bg = Background(rt, publisher(app), max_queued=settings.worker.max_queued)
-
-        ticker = ScheduleTicker(rt.sessions, services_loader(rt.settings), rt.ctx.clock, on_fire)
-        bg.start()
-        try:
-            if on_ready is not None:
-                on_ready()
-            with contextlib.suppress(KeyboardInterrupt):
-                while not stop.is_set():
-                    ticker.tick()
-                    stop.wait(SCHEDULE_INTERVAL_S)
-        finally:
-            bg.stop()

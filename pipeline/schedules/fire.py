@@ -162,6 +162,9 @@ def _fire(sessions: sessionmaker[Session], sc: _Sched, run: Run, now: datetime, 
             if not _fire_exists(s, sc.name, run.fire_time):
                 raise
         return Fire(sc.name, run.fire_time, FireOutcome.ALREADY, late_s=late_s)
+    except PipelineError as e:  # refused at submit (another job writes its keys): retried like a load error
+        log.error("schedule %s: run for %s not submitted: %s", sc.name, run.local_time.isoformat(), e)
+        return Fire(sc.name, run.fire_time, FireOutcome.ERROR, late_s=late_s, detail=str(e))
     log.info("schedule %s: fired %s as job %s (id %s): %s", sc.name, run.local_time.isoformat(), res.name,
              res.job_id, res.summary())
     return Fire(sc.name, run.fire_time, FireOutcome.SUBMITTED, job_name=res.name, job_id=res.job_id,

@@ -26,5 +26,13 @@ class Storage(Protocol):
         ...
 
     def check(self) -> None:
-        """Raise StorageError if the backend cannot be reached (explicit start step, not the constructor)."""
+        """Raise StorageError if the backend cannot be reached or storing under it could be refused later (explicit
+        start step, not the constructor; includes `check_location`). Call it before paying for anything: at
+        submit and at worker start. A non-retryable StorageError is a configuration to fix, not an outage."""
+        ...
+
+    def check_location(self) -> None:
+        """Raise StorageError if keys stored here could be refused or land outside the configured root/prefix
+        (for files: a symbolic link leading out of the root, `_cache`/`_thumbs` being links). Reads only, no
+        network, creates nothing: what `validate` runs."""
         ...

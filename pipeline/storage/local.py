@@ -1,7 +1,10 @@
 """FileStorage: objects as files under one root directory (`file://dir` storage URLs).
 
 Writes are atomic (temp file in the target directory, fsync, os.replace, fsync of the directory), so a
-reader or a crash never sees half an image. `copy` hard-links when source and destination share a
+reader or a crash never sees half an image. Nothing is ever written outside the root: a key whose path leads
+out through a symbolic link is refused (UnsafeLocation, a permanent StorageError naming the link), and
+`check()` / `check_location()` refuse a root that holds such a link, or whose `_cache` or `_thumbs` is a link,
+before any provider is paid (validate, submit, worker start). `copy` hard-links when source and destination share a
 filesystem and copies otherwise. Content type and metadata are not kept (no sidecar): the extension
 of the key says what the file is.
 """
@@ -13,6 +16,7 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import StorageError
@@ -27,6 +31,15 @@ _PERMANENT_ERRNOS = frozenset(
 _NO_LINK_ERRNOS = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES})
 
 _TMP_PREFIX = ".tmp-"
+#: directories of the pipeline's own objects under the root: they may not be links at all
+OWN_DIRS = ("_cache", "_thumbs")
+
+
+class UnsafeLocation(StorageError, UnsafeKey):
+    """Storing here would leave the root (a symbolic link leads outside it): refused for good, not retryable."""
+
+    def __init__(self, message: str) -> None:
+        StorageError.__init__(self, message, retryable=False)
 
 
 class FileStorage:
@@ -101,11 +114,37 @@ class FileStorage:
         return None
 
     def check(self) -> None:
-        """Create the root if needed and make sure it is a writable directory."""
+        """Refuse an unsafe root (`check_location`), create the root if needed and make sure it is a writable
+        directory."""
+        self.check_location()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=_TMP_PREFIX):
                 pass
+        except OSError as exc:
+            raise _translate(exc, "check", "") from exc
+
+    def check_location(self) -> None:
+        """Raise UnsafeLocation when storing under the root could leave it: `_cache` or `_thumbs` is a symbolic
+        link, or a symbolic link anywhere under the root points outside it (dangling ones included). Reads only;
+        a root that does not exist yet is fine. Walks the whole tree once (os.scandir, links are not followed):
+        about a second per million entries."""
+        try:
+            real_root = Path(os.path.realpath(self.root))
+            if not real_root.exists():
+                return
+            if not real_root.is_dir():
+                raise StorageError(f"file storage root {str(self.root)!r} is not a directory", retryable=False)
+            for name in OWN_DIRS:
+                if os.path.islink(real_root / name):
+                    raise UnsafeLocation(f"file storage root {str(self.root)!r}: {name} is a symbolic link "
+                                         f"(to {os.readlink(real_root / name)!r}); the pipeline's own objects "
+                                         "must live inside the root: replace the link by a directory")
+            for link, target in _links(real_root):
+                if not _inside(target, real_root):
+                    raise UnsafeLocation(f"file storage root {str(self.root)!r}: the symbolic link "
+                                         f"{os.path.relpath(link, real_root)!r} leads outside it (to "
+                                         f"{str(target)!r}); remove it or point the storage URL elsewhere")
         except OSError as exc:
             raise _translate(exc, "check", "") from exc
 
@@ -126,8 +165,28 @@ class FileStorage:
             real_root = self.root.resolve()
             real = path.resolve()
             if real != real_root and not real.is_relative_to(real_root):
-                raise UnsafeKey(f"storage key leads outside the root through a symlink: {key!r}")
+                raise UnsafeLocation(f"storage key {key!r} leads outside the file storage root through a "
+                                     f"symbolic link (to {str(real)!r})")
+            top = key.split("/", 1)[0]
+            if top in OWN_DIRS and os.path.islink(real_root / top):
+                raise UnsafeLocation(f"storage key {key!r}: {top} is a symbolic link under the file storage root")
         return path
+
+
+def _links(root: Path) -> Iterator[tuple[str, Path]]:
+    """(link path, resolved target) of every symbolic link under `root`, without following any."""
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    yield entry.path, Path(os.path.realpath(entry.path))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -20,7 +20,7 @@ import boto3.session
 from botocore import exceptions as bx
 from botocore.config import Config
 
-from pipeline.errors import StorageError
+from pipeline.errors import InputError, StorageError
 from pipeline.storage.keys import UnsafeKey, sanitize_key
 
 if TYPE_CHECKING:
@@ -96,17 +96,20 @@ def make_s3_client(
         # SigV4 everywhere, presigned URLs included (botocore may otherwise presign with the legacy SigV2)
         signature_version="s3v4",
     )
-    if env is None:
-        return boto3.session.Session().client("s3", config=config)
-    session = boto3.session.Session(
-        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-        aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-        region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-        profile_name=env.get("AWS_PROFILE") or None,
-    )
-    endpoint_url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
+    try:
+        if env is None:
+            return boto3.session.Session().client("s3", config=config)
+        session = boto3.session.Session(
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+            region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            profile_name=env.get("AWS_PROFILE") or None,
+        )
+        endpoint_url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+        return session.client("s3", endpoint_url=endpoint_url, config=config)
+    except (bx.BotoCoreError, ValueError) as exc:  # an unknown AWS_PROFILE, a bad endpoint URL or region
+        raise InputError(f"cannot set up the S3 client: {_scrub(str(exc))}", where="AWS settings") from None
 
 
 class S3Storage:
@@ -194,7 +197,8 @@ class S3Storage:
             raise translate_error(exc, "check", self._where(""), self._endpoint()) from exc
         self._call("create bucket", "", self._create_bucket)
 
-    # -- beyond the protocol ---------------------------------------------------------------------
+    def check_location(self) -> None:
+        """Nothing to check without the network: every key is confined to the prefix when it is built."""
 
     def presigned_url(self, key: str, expires_s: int = 300, content_type: str | None = None) -> str:
         """A SigV4 presigned GET URL for one object (signed locally by botocore: no request is made), valid for

@@ -129,6 +129,9 @@ class SpoolingStorage:
     def check(self) -> None:
         self.inner.check()
 
+    def check_location(self) -> None:
+        self.inner.check_location()
+
     # -- the spool -------------------------------------------------------------------------------
 
     def pending(self) -> int:

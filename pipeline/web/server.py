@@ -110,18 +110,11 @@ def processing(rt: Runtime, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from pipeline.background import Background
-    from pipeline.worker import embedded_worker, make_celery, publisher
+    from pipeline.processing import processing_loop
 
-    app = make_celery(rt.settings, lambda: rt.ctx)
     conc = rt.settings.worker.concurrency
-    bg = Background(rt, publisher(app), max_queued=min(rt.settings.worker.max_queued, conc * 2))
-    with embedded_worker(app, conc):
-        bg.start()
-        try:
-            yield
-        finally:
-            bg.stop()
+    with processing_loop(rt, max_queued=min(rt.settings.worker.max_queued, conc * 2), consume_here=conc):
+        yield
 
 
 def serve(rt: Runtime, host: str, port: int, token: str | None, *, worker: bool,

@@ -269,7 +269,7 @@ def shared_gate_available() -> bool:
 def manifest(name: str, n: int, *, prompt: str = "Studio photo of {{ title }}", **extra: Any) -> dict[str, Any]:
     items = [{"id": f"p{i:04d}", "title": f"product number {i}"} for i in range(n)]
     return {"job": name, "providers": ["sandbox"], "defaults": {"resolution": "1K", "aspect_ratio": "1:1"},
-            "output": {"key": "out/{{ id }}.png"}, "prompt": prompt, "items": items, **extra}
+            "output": {"key": "out/{{ job }}/{{ id }}.png"}, "prompt": prompt, "items": items, **extra}
 
 
 def missing_outputs(c: Cluster, job_id: int, bucket: Bucket) -> list[str]:

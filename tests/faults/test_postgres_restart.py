@@ -1,7 +1,7 @@
 """postgres_restart: the database restarts mid-run (`pg_ctl stop -m fast`, a few seconds down, start). Open
 transactions are aborted and every pooled connection breaks; workers and their dispatchers reconnect (pre-ping),
 work that failed on the way is returned by the sweeper, and the job completes. Calls answered while the database
-was down are recorded once it is back (process._record_paid), so no image is paid twice. The cluster is a
+was down are recorded once it is back (settle.record_paid), so no image is paid twice. The cluster is a
 private one in a temp directory, so no other test's database goes down with it."""
 
 from __future__ import annotations

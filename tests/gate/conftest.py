@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.gate.base import AdaptivePolicy, Gate
-from pipeline.gate.health import HealthPolicy, LocalHealth, RedisHealth
+from pipeline.core.ports import Gate
+from pipeline.gate.base import AdaptivePolicy
 from pipeline.gate.local import LocalGate
 from pipeline.gate.redis import RedisGate
 from tests.conftest import unavailable
@@ -108,28 +108,6 @@ def env(request: pytest.FixtureRequest, prefix: str) -> Iterator[Env]:
 def gate(env: Env) -> Gate:
     g: Gate = env.make(None)
     return g
-
-
-@dataclass
-class HealthEnv:
-    kind: str
-    make: Callable[[HealthPolicy], Any]
-    advance: Callable[[float], None]
-
-
-@pytest.fixture(params=["redis", "local"])
-def health_env(request: pytest.FixtureRequest, prefix: str) -> Iterator[HealthEnv]:
-    if request.param == "local":
-        clock = FakeClock()
-
-        def advance(s: float) -> None:
-            clock.now += s
-
-        yield HealthEnv("local", lambda policy: LocalHealth(policy, clock=clock), advance)
-        return
-    client = request.getfixturevalue("redis_client")
-    yield HealthEnv("redis", lambda policy: RedisHealth(client, policy, prefix=prefix), time.sleep)
-    drop_prefix(client, prefix)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pipeline import services
 from pipeline.clock import utcnow
 from pipeline.config import load_settings
 from pipeline.errors import InputError
-from pipeline.providers.presets import AIML_MAX_INLINE_REFERENCE_BYTES
+from pipeline.presets import AIML_MAX_INLINE_REFERENCE_BYTES
 from pipeline.runtime import open_runtime
 from pipeline.sandbox.server import SandboxServer, start_sandbox
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 from pipeline.config import ProviderConfig
 from pipeline.errors import ProviderError
+from pipeline.presets import PRESETS
 from pipeline.providers.base import SIZES
-from pipeline.providers.presets import PRESETS
 
 #: a fake key; every test checks it never shows in an error
 KEY = "sk-test-SECRET-7f3a9c"

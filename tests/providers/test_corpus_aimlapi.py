@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from pipeline.errors import ProviderError
+from pipeline.presets import AIML_MAX_INLINE_REFERENCE_BYTES
 from pipeline.providers.base import CallHooks, ImageRequest, Reference
 from pipeline.providers.checks import refusal
 from pipeline.providers.openai_images import OpenAIImagesProvider
-from pipeline.providers.presets import AIML_MAX_INLINE_REFERENCE_BYTES
 from tests.providers.corpus import Capture, captures, shape_problems
 from tests.providers.provider_wire import KEY, Recorder, assert_no_key, b64, config, image_bytes, sized
 

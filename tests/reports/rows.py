@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.db.migrate import migrate
 from pipeline.db.models import Attempt, Item, Job, LedgerEntry
 from pipeline.db.session import make_engine, make_sessionmaker
-from pipeline.runtime import migrate
 
 CHUNK = 10_000
 

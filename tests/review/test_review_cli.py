@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from pipeline.db.models import Item, ItemOutput, ItemReview, LedgerEntry
 from pipeline.manifest.expand import cache_key_for
-from pipeline.providers.presets import MODEL
+from pipeline.presets import MODEL
 from pipeline.sandbox.server import SandboxServer
 from tests.review.helpers import cli, sessions_for, write_config, write_manifest
 

@@ -58,7 +58,7 @@ def test_bad_yaml_file(tmp_path):
     path.write_text("protocols: [unclosed\n")
     with pytest.raises(InputError) as info:
         load_profile(path)
-    assert info.value.where == str(path)
+    assert info.value.where == f"{path}:2"  # the YAML error names its line
     with pytest.raises(InputError):
         load_profile(tmp_path / "missing.yaml")
 

@@ -15,9 +15,9 @@ import yaml
 
 from pipeline.config import Settings, load_settings
 from pipeline.db.session import make_engine, make_sessionmaker
-from pipeline.schedules.beat import services_loader
 from pipeline.schedules.cron import Run
 from pipeline.schedules.fire import LoadedRun, fire_due
+from pipeline.services import schedule_loader
 
 
 def write_manifest(path: Path, *, job: str = "social", cron: str = "0 6 * * 1", timezone: str = "Europe/Berlin",
@@ -25,7 +25,7 @@ def write_manifest(path: Path, *, job: str = "social", cron: str = "0 6 * * 1", 
     path.write_text(yaml.safe_dump({
         "job": job, "providers": list(providers),
         "schedule": {"cron": cron, "timezone": timezone},
-        "output": {"key": "social/{{ run_date }}/{{ id }}.png"},
+        "output": {"key": "social/{{ schedule }}/{{ run_date }}/{{ id }}.png"},  # one key per schedule and run
         "prompt": prompt or "Post {{ id }} for the week of {{ run_date }} ({{ schedule }})",
         "items": [{"id": f"post-{i}", "aspect_ratio": ["9:16", "1:1", "4:5", "16:9"][i % 4]} for i in range(items)],
     }))
@@ -75,7 +75,7 @@ def crash_child(config: str, now: datetime) -> None:
     """Fire with a run whose submit dies (SIGKILL) half way through its transaction."""
     settings = settings_at(Path(config))
     engine = make_engine(settings.database_url, pool_size=2)
-    real = services_loader(settings)
+    real = schedule_loader(settings)
 
     def load_run(path: Path, run: Run) -> LoadedRun:
         loaded = real(path, run)
@@ -92,7 +92,7 @@ def race_child(config: str, now: datetime, threads: int, ready: Any, go: Any, re
     settings = settings_at(Path(config))
     engine = make_engine(settings.database_url, pool_size=threads)
     sessions = make_sessionmaker(engine)
-    load_run = services_loader(settings)
+    load_run = schedule_loader(settings)
     outcomes: list[str] = []
     lock = threading.Lock()
 

@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 from pipeline.db.models import Item, Job, Schedule, ScheduleFire
 from pipeline.runtime import Runtime, open_runtime
 from pipeline.schedules import store
-from pipeline.schedules.beat import services_loader
 from pipeline.schedules.fire import FireOutcome, fire_due
+from pipeline.services import schedule_loader
 from tests.schedules.firing import crash_child, race_child, settings_at, write_manifest, write_settings
 
 #: Monday 2026-01-05 06:00 in Berlin
@@ -56,7 +56,7 @@ def test_fires_once_then_never_again_and_next_week_renders_new_prompts(tmp_path:
                                                                         config: Path) -> None:
     manifest = write_manifest(tmp_path / "social.yaml")
     _add(rt, manifest, "social", MONDAY - timedelta(days=2))
-    load = services_loader(rt.settings)
+    load = schedule_loader(rt.settings)
     assert fire_due(rt.sessions, MONDAY - timedelta(minutes=1), load) == []
 
     [f] = fire_due(rt.sessions, MONDAY + timedelta(seconds=1), load)
@@ -69,11 +69,11 @@ def test_fires_once_then_never_again_and_next_week_renders_new_prompts(tmp_path:
     # a restart (a new engine and sessions): nothing fires again
     again = open_runtime(settings_at(config), check_storage=False)
     try:
-        assert fire_due(again.sessions, MONDAY + timedelta(minutes=10), services_loader(again.settings)) == []
+        assert fire_due(again.sessions, MONDAY + timedelta(minutes=10), schedule_loader(again.settings)) == []
         # even with the schedule's position lost, the unique fire row stops a second submission
         with again.sessions.begin() as s:
             s.execute(update(Schedule).values(handled_through=MONDAY - timedelta(days=1)))
-        [f] = fire_due(again.sessions, MONDAY + timedelta(minutes=11), services_loader(again.settings))
+        [f] = fire_due(again.sessions, MONDAY + timedelta(minutes=11), schedule_loader(again.settings))
         assert f.outcome == FireOutcome.ALREADY
     finally:
         again.close()
@@ -94,7 +94,7 @@ def test_fires_once_then_never_again_and_next_week_renders_new_prompts(tmp_path:
 def test_missed_run_once_fires_only_the_latest_missed_time(tmp_path: Path, rt: Runtime) -> None:
     manifest = write_manifest(tmp_path / "hourly.yaml", job="hourly", cron="0 * * * *", timezone="UTC")
     _add(rt, manifest, "hourly", datetime(2026, 1, 5, 0, 0, 30))
-    load = services_loader(rt.settings)
+    load = schedule_loader(rt.settings)
     # everything was down from 00:00:30 until 05:20: five fire times passed, the latest (05:00) runs once
     [f] = fire_due(rt.sessions, datetime(2026, 1, 5, 5, 20), load)
     assert (f.outcome, f.fire_time) == (FireOutcome.SUBMITTED, datetime(2026, 1, 5, 5))
@@ -107,7 +107,7 @@ def test_missed_run_once_fires_only_the_latest_missed_time(tmp_path: Path, rt: R
 def test_missed_skip_drops_a_late_fire_and_runs_the_next_on_time(tmp_path: Path, rt: Runtime) -> None:
     manifest = write_manifest(tmp_path / "hourly.yaml", job="hourly", cron="0 * * * *", timezone="UTC")
     _add(rt, manifest, "hourly", datetime(2026, 1, 5, 0, 0, 30), missed="skip")
-    load = services_loader(rt.settings)
+    load = schedule_loader(rt.settings)
     [f] = fire_due(rt.sessions, datetime(2026, 1, 5, 5, 20), load)
     assert (f.outcome, f.fire_time) == (FireOutcome.SKIPPED, datetime(2026, 1, 5, 5))
     assert fire_due(rt.sessions, datetime(2026, 1, 5, 5, 21), load) == []
@@ -121,7 +121,7 @@ def test_missed_skip_drops_a_late_fire_and_runs_the_next_on_time(tmp_path: Path,
 def test_paused_schedules_do_not_fire_and_resume_skips_the_paused_times(tmp_path: Path, rt: Runtime) -> None:
     manifest = write_manifest(tmp_path / "social.yaml")
     _add(rt, manifest, "social", MONDAY - timedelta(days=1))
-    load = services_loader(rt.settings)
+    load = schedule_loader(rt.settings)
     store.set_paused(rt.sessions, "social", MONDAY - timedelta(hours=1), paused=True)
     assert fire_due(rt.sessions, MONDAY + timedelta(minutes=1), load) == []
     store.set_paused(rt.sessions, "social", MONDAY + timedelta(hours=1), paused=False)
@@ -134,7 +134,7 @@ def test_a_manifest_that_fails_to_load_is_retried_until_it_loads(tmp_path: Path,
     manifest = write_manifest(tmp_path / "social.yaml")
     _add(rt, manifest, "social", MONDAY - timedelta(days=1))
     write_manifest(manifest, providers=("no-such-provider",))
-    load = services_loader(rt.settings)
+    load = schedule_loader(rt.settings)
     [f] = fire_due(rt.sessions, MONDAY + timedelta(seconds=5), load)
     assert f.outcome == FireOutcome.ERROR and "no-such-provider" in f.detail
     assert store.fires(rt.sessions) == [] and _jobs(rt) == {}
@@ -153,7 +153,7 @@ def test_a_crash_inside_the_submit_neither_loses_nor_doubles_the_run(tmp_path: P
     child.join(60)
     assert child.exitcode == -9  # killed inside the transaction, after its fire row was written
     assert store.fires(rt.sessions) == [] and _jobs(rt) == {}  # rolled back together: nothing half done
-    [f] = fire_due(rt.sessions, now + timedelta(seconds=1), services_loader(rt.settings))
+    [f] = fire_due(rt.sessions, now + timedelta(seconds=1), schedule_loader(rt.settings))
     assert f.outcome == FireOutcome.SUBMITTED
     assert list(_jobs(rt)) == ["social-2026-01-05"] and len(store.fires(rt.sessions)) == 1
 
@@ -170,7 +170,7 @@ def test_many_threads_and_two_processes_fire_each_time_exactly_once(tmp_path: Pa
         p.start()
     outcomes: list[str] = []
     lock = threading.Lock()
-    load = services_loader(rt.settings)
+    load = schedule_loader(rt.settings)
 
     def here() -> None:
         go.wait(60)

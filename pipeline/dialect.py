@@ -7,6 +7,9 @@ renames or drops fields; its preset says how under `images:`. AIML API, for exam
 aimlapi/api-docs: image-models/Google/gemini-3-pro-image-preview*.json): JSON to /v1/images/generations for
 both cases, `aspect_ratio`, `resolution`, `num_images`, edits with model `google/nano-banana-pro-edit` and
 references as `image_urls` (URLs or base64 data URLs).
+
+Part of a provider's config (ProviderConfig.images), so it lives beside pipeline.config, not in providers/:
+config must not depend on the adapters, which depend on config.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Built-in provider presets: the guide's table (../shared/seed), prices dated and overridable in config.
 
+Data only, imported by pipeline.config (which merges pipeline.yaml over it) and by the adapters' pricing; it
+lives beside config, not in providers/, so that config does not depend on the adapters that depend on it.
+
 Prices are per image in USD as strings (exact Decimal). `list` prices are Google's official ones, the basis of
 "saved" in reports. Every preset can be overridden key by key in pipeline.yaml under `providers:`.
 """
