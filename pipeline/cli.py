@@ -293,6 +293,7 @@ def worker(config: ConfigOpt = None,
            ) -> None:
     """Run a worker: Celery consumer (threads pool) plus dispatcher, sweeper and lease renewal."""
     from pipeline.processing import processing_loop
+    from pipeline.worker import node_name
 
     settings = settings_from(config)
     names = sorted(n for n, p in settings.providers.items() if not p.base_url)
@@ -306,7 +307,8 @@ def worker(config: ConfigOpt = None,
                                                         budget_timezone=settings.budget.timezone)).stop)
         with processing_loop(rt, max_queued=settings.worker.max_queued) as loop:  # Celery consumes below
             loop.app.worker_main(["worker", "--pool=threads", f"--concurrency={conc}", "--loglevel=INFO",
-                                  "--without-gossip", "--without-mingle", "-Q", "pipeline"])
+                                  "--without-gossip", "--without-mingle", "-Q", "pipeline",
+                                  f"--hostname={node_name()}"])
 
 
 @app.command()

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from pipeline.brokers import broker_kind
 from pipeline.dialect import ImagesDialect
 from pipeline.errors import InputError
 from pipeline.files import read_capped
@@ -296,6 +297,14 @@ class Settings(_Strict):
     log_level: str = "WARNING"
     #: where config came from, for messages only
     source: str = "defaults"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, v: str) -> str:
+        if broker_kind(v) is None:  # the value is not echoed: a broker URL may carry a password
+            raise ValueError("must be memory://, redis://host:6379/0 (rediss://, sentinel://) or "
+                             "amqp://user:password@host:5672/vhost (amqps://)")
+        return v
 
     @field_validator("database_url")
     @classmethod

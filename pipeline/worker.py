@@ -2,11 +2,14 @@
 
 Worker settings: acks_late (a message is acked after the task ran), prefetch 1, reject on worker lost,
 threads pool sized for I/O-bound calls of 5-30 s. No ETA/countdown anywhere: waits live in the database.
+What differs per broker (Redis, RabbitMQ, memory) is in pipeline.brokers.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +21,7 @@ from celery.exceptions import Reject
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
+from pipeline.brokers import broker_kind, celery_conf
 from pipeline.config import Settings
 from pipeline.core.context import Context
 from pipeline.core.process import process_item
@@ -33,12 +37,6 @@ def make_celery(settings: Settings, get_ctx: Callable[[], Context]) -> Celery:
     app = Celery("pipeline", broker=broker, set_as_current=False)
     if not _context:
         _context.append(get_ctx)
-    transport: dict[str, Any] = {}
-    if settings.broker_url.startswith("memory://"):
-        transport["polling_interval"] = 0.01  # the memory transport polls once a second by default
-    else:
-        # an unacked message comes back after this; the claim makes redelivery harmless
-        transport["visibility_timeout"] = 3600
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -47,7 +45,6 @@ def make_celery(settings: Settings, get_ctx: Callable[[], Context]) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=QUEUE,
-        broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
@@ -56,6 +53,9 @@ def make_celery(settings: Settings, get_ctx: Callable[[], Context]) -> Celery:
         worker_redirect_stdouts=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
+        # per broker: Redis' visibility timeout; RabbitMQ's quorum queue and publisher confirms (pipeline.brokers)
+        **celery_conf(settings.broker_url,
+                      longest_task_s=max((p.timeout_s for p in settings.providers.values() if p.enabled), default=0)),
     )
 
     _context[0] = get_ctx
@@ -93,6 +93,13 @@ def process_item_task(item_id: int) -> str:
         raise Reject(type(e).__name__, requeue=True) from None
 
 
+def node_name() -> str:
+    """This worker's Celery node name, one per process: Celery names every worker `celery@host`, and on RabbitMQ
+    each node's remote-control queue (`<node>.celery.pidbox`) is exclusive to one connection, so a second worker
+    process on the same host under the same name could not declare it and would never start consuming."""
+    return f"pipeline-{os.getpid()}@{socket.gethostname()}"
+
+
 def publisher(app: Celery) -> Callable[[Sequence[int]], None]:
     """Publish many item ids on one producer connection (much faster than one delay() each)."""
     task = app.tasks[TASK_NAME]
@@ -110,7 +117,7 @@ def embedded_worker(app: Celery, concurrency: int) -> Iterator[Any]:
     """A Celery worker (threads pool) in a thread of this process, for the embedded mode and `run`."""
     from celery.worker import WorkController
 
-    worker = WorkController(app=app, concurrency=concurrency, pool="threads", loglevel="WARNING",
+    worker = WorkController(app=app, hostname=node_name(), concurrency=concurrency, pool="threads", loglevel="WARNING",
                             without_heartbeat=True, without_mingle=True, without_gossip=True,
                             queues=[QUEUE])
     t = threading.Thread(target=worker.start, name="celery-worker", daemon=True)
@@ -119,8 +126,26 @@ def embedded_worker(app: Celery, concurrency: int) -> Iterator[Any]:
     try:
         yield worker
     finally:
+        _stop(worker, t)
+
+
+def _stop(worker: Any, thread: threading.Thread) -> None:
+    """Warm shutdown of the in-process worker: running tasks finish and are acked. A py-amqp connection is not
+    thread-safe (stopping from this thread cancels the consumer on the connection the worker's thread is reading,
+    and both hang), so on RabbitMQ the worker's own thread is asked to stop, as Celery does on SIGTERM."""
+    if broker_kind(str(worker.app.conf.broker_url)) == "amqp":
+        from celery.worker import state
+
+        state.should_stop = 0  # its event loop raises WorkerShutdown (exit code 0) at its next turn
+        if getattr(worker, "hub", None) is not None:
+            worker.hub.call_soon(lambda: None)  # a turn now, not after its poll timeout (up to 10 s)
+        try:
+            thread.join(timeout=30)
+        finally:
+            state.should_stop = None  # the flag is process-wide: the next in-process worker must not see it
+    else:
         worker.stop(in_sighandler=False)
-        t.join(timeout=30)
+        thread.join(timeout=30)
 
 
 #: how long the in-process worker may take to start consuming

@@ -1,4 +1,4 @@
-# Sourced by scripts/test: make sure Postgres and Redis answer on localhost; start them when installed but
+# Sourced by scripts/test: make sure Postgres, Redis and RabbitMQ answer on localhost; start them when installed but
 # stopped (the commands this machine kind documents).
 ensure_postgres() {
   if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then return 0; fi
@@ -19,4 +19,16 @@ ensure_redis() {
     for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG && return 0; sleep 1; done
   fi
   echo "Redis is not answering on 127.0.0.1:6379" >&2; return 1
+}
+rabbitmq_answers() { timeout 2 bash -c '</dev/tcp/127.0.0.1/5672' 2>/dev/null; }
+ensure_rabbitmq() {
+  # optional: without it the RabbitMQ forms of the tests skip (and fail in CI, where it is required)
+  if rabbitmq_answers; then return 0; fi
+  if command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "starting RabbitMQ" >&2
+    rabbitmq-server -detached || true
+    for _ in $(seq 1 60); do rabbitmq_answers && return 0; sleep 1; done
+    echo "RabbitMQ is not answering on 127.0.0.1:5672: its tests will skip" >&2; return 0
+  fi
+  echo "RabbitMQ not installed: its tests will skip" >&2
 }

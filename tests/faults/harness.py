@@ -245,9 +245,10 @@ def cluster(tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None
         c.close()
 
 
-def base_config(database_url: str, broker_url: str, storage_url: str, sandbox_url: str,
-                **worker: Any) -> dict[str, Any]:
-    """Cluster config: no `redis_url` (each worker gates in-process) until the shared Redis gate exists."""
+def base_config(database_url: str, broker_url: str, storage_url: str, sandbox_url: str, *,
+                gate_url: str | None = None, **worker: Any) -> dict[str, Any]:
+    """Cluster config. The gate is in Redis: `gate_url`, or the broker's Redis when the broker is Redis (no
+    `redis_url`, so each worker gates in-process, until the shared Redis gate exists)."""
     cfg: dict[str, Any] = {
         "database_url": database_url,
         "broker_url": broker_url,
@@ -257,7 +258,7 @@ def base_config(database_url: str, broker_url: str, storage_url: str, sandbox_ur
                    "queued_timeout_s": 30, "max_queued": 48, **worker},
     }
     if shared_gate_available():
-        cfg["redis_url"] = broker_url
+        cfg["redis_url"] = gate_url or broker_url
     return cfg
 
 

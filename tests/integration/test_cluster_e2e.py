@@ -1,5 +1,6 @@
-"""End to end on the cluster setup: Postgres, Redis broker and gate, S3 over HTTP (moto), the sandbox over
-HTTP, `pipeline submit` then two real `pipeline worker` processes, `status`, `report`, `rerun --failed`."""
+"""End to end on the cluster setup: Postgres, the broker (Redis, or RabbitMQ in a fresh vhost), the gate in Redis,
+S3 over HTTP (moto), the sandbox over HTTP, `pipeline submit` then two real `pipeline worker` processes,
+`status`, `report`, `rerun --failed`."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
 import yaml
 
 from pipeline.sandbox.server import start_sandbox
+from tests.fixtures.services import rabbitmq_queues, rabbitmqctl
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
@@ -33,14 +36,16 @@ def _json(res: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 @pytest.mark.integration
-def test_submit_workers_status_report_rerun(tmp_path: Path, pg_url: str, redis_url: str,
-                                            s3_bucket: tuple[str, str], s3_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_submit_workers_status_report_rerun(broker: str, request: pytest.FixtureRequest, tmp_path: Path, pg_url: str,
+                                            redis_url: str, s3_bucket: tuple[str, str], s3_env: dict[str, str]) -> None:
+    broker_url = redis_url if broker == "redis" else str(request.getfixturevalue("rabbitmq_url"))
     endpoint, bucket = s3_bucket
     sandbox = start_sandbox({"protocols": {"gemini": {"latency": {"min_s": 0.2, "max_s": 0.6}}}})
     workers: list[subprocess.Popen[str]] = []
     try:
         (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump({
-            "database_url": pg_url, "broker_url": redis_url, "redis_url": redis_url,
+            "database_url": pg_url, "broker_url": broker_url, "redis_url": redis_url,
             "storage_url": f"s3://{bucket}/runs",
             "providers": {"sandbox": {"base_url": sandbox.url}},
             "worker": {"max_attempts": 2, "backoff_base_s": 0.1, "backoff_cap_s": 0.5, "lease_s": 10},
@@ -92,6 +97,15 @@ def test_submit_workers_status_report_rerun(tmp_path: Path, pg_url: str, redis_u
         assert st["counts"]["succeeded"] == 13 and st["state"] == "succeeded", st
         assert sandbox.ledger()["billed_images"] == 13
         s3.head_object(Bucket=bucket, Key="runs/shop/flaky.png")
+        if broker == "rabbitmq":
+            queues = rabbitmq_queues(broker_url)
+            assert queues["pipeline"]["type"] == "quorum", queues
+            assert not [q for q in queues if q.startswith("celery_delayed")], sorted(queues)
+            # both workers consume: each has its own node name, so its own (exclusive) remote-control queue
+            out = rabbitmqctl("list_consumers", "-p", urlsplit(broker_url).path.lstrip("/"), "--no-table-headers",
+                              "queue_name")
+            assert out.split().count("pipeline") == 2, out + "\n".join(w.stderr.read() for w in workers
+                                                                      if w.poll() is not None and w.stderr)
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
